@@ -1,0 +1,94 @@
+"""Shared test fixtures. Tests run offline and on CPU."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports torch / huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The real validation-split info files (read-only, beside the checkout).
+REFERENCE_INFO_DIR = REPO_ROOT.parent / "shared" / "reference" / "ut_valid_info"
+
+
+@pytest.fixture(scope="session")
+def reference_info_dir() -> Path:
+    if not REFERENCE_INFO_DIR.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE_INFO_DIR}")
+    return REFERENCE_INFO_DIR
+
+
+COLOR_NAMES = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+
+
+def make_color_chat_dataset(out_dir: Path, n_train: int = 8, n_valid: int = 4, size: int = 64) -> Path:
+    """A tiny DatasetDict in stk-vqa's row format (``images`` + chat ``messages`` + metadata).
+
+    Each image is one flat colour; the question asks for it. Saved with ``save_to_disk``-free parquet
+    layout (``<split>-*.parquet`` under ``data/``) so ``load_dataset(out_dir)`` reads it.
+    """
+    import datasets
+    from PIL import Image
+
+    names = list(COLOR_NAMES)
+
+    def rows(n: int, offset: int):
+        out = {k: [] for k in ("images", "messages", "question", "answer", "family", "frame_id", "view_index", "track", "image_file")}
+        for i in range(n):
+            name = names[(i + offset) % len(names)]
+            question = "What color is the image?"
+            out["images"].append([Image.new("RGB", (size, size), COLOR_NAMES[name])])
+            out["messages"].append(
+                [
+                    {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": name}]},
+                ]
+            )
+            out["question"].append(question)
+            out["answer"].append(name)
+            out["family"].append("color")
+            out["frame_id"].append(f"{i + offset:05x}")
+            out["view_index"].append(0)
+            out["track"].append("synthetic")
+            out["image_file"].append(f"synthetic/{i + offset:05x}_00_im.jpg")
+        features = datasets.Features(
+            {
+                "images": datasets.Sequence(datasets.Image()),
+                "messages": [
+                    {
+                        "role": datasets.Value("string"),
+                        "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                    }
+                ],
+                "question": datasets.Value("string"),
+                "answer": datasets.Value("string"),
+                "family": datasets.Value("string"),
+                "frame_id": datasets.Value("string"),
+                "view_index": datasets.Value("int32"),
+                "track": datasets.Value("string"),
+                "image_file": datasets.Value("string"),
+            }
+        )
+        return datasets.Dataset.from_dict(out, features=features)
+
+    out_dir = Path(out_dir)
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    rows(n_train, 0).to_parquet(str(out_dir / "data" / "train-00000-of-00001.parquet"))
+    rows(n_valid, n_train).to_parquet(str(out_dir / "data" / "validation-00000-of-00001.parquet"))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def color_chat_dataset_dir(tmp_path_factory) -> Path:
+    """Path of a tiny saved chat dataset (see :func:`make_color_chat_dataset`)."""
+    return make_color_chat_dataset(tmp_path_factory.mktemp("color_chat"))
