@@ -1,0 +1,318 @@
+"""QA generation for a whole split folder (``stk-vqa generate``) and for one view (``stk-vqa check``).
+
+A split folder holds ``<frame>_info.json`` and ``<frame>_<view:02d>_im.jpg`` files. The folder is listed
+once, each info file is parsed once for all its views, and large splits are spread over processes.
+Images are optional: without them the labels are made for the course's 150x100 images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .fileio import atomic_write_bytes, atomic_write_json
+from .questions import QAPair, generate_scene_qa, resolve_families
+from .scene import COURSE_IMAGE_SIZE, InfoFileError, load_frame, view_scene
+
+logger = logging.getLogger(__name__)
+
+INFO_RE = re.compile(r"^(?P<frame>[0-9a-fA-F]+)_info\.json$")
+IMAGE_RE = re.compile(r"^(?P<frame>[0-9a-fA-F]+)_(?P<view>\d+)_im\.jpg$")
+OUTPUT_NAME = "generated_qa_pairs.json"
+PARALLEL_MIN_FRAMES = 1000
+"""Below this many frames a process pool costs more than it saves."""
+
+
+@dataclass(frozen=True)
+class FrameFiles:
+    """The files of one frame found in a split folder."""
+
+    frame_id: str
+    info_path: Path
+    image_views: tuple[int, ...]
+    """View indices that have an image file (empty when the split holds only info files)."""
+
+    def image_name(self, view_index: int) -> str:
+        return f"{self.frame_id}_{view_index:02d}_im.jpg"
+
+
+@dataclass(frozen=True)
+class ViewQA:
+    view_index: int
+    image_file: str
+    """Relative to the data folder, e.g. ``valid/00000_00_im.jpg``."""
+    pairs: tuple[QAPair, ...]
+
+
+@dataclass(frozen=True)
+class FrameQA:
+    frame_id: str
+    track: str
+    image_size: tuple[int, int]
+    views: tuple[ViewQA, ...]
+
+
+@dataclass
+class GenerationSummary:
+    frames: int = 0
+    skipped: int = 0
+    views_with_questions: int = 0
+    pairs: int = 0
+    per_family: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, frame_qa: FrameQA) -> None:
+        self.frames += 1
+        for view in frame_qa.views:
+            if view.pairs:
+                self.views_with_questions += 1
+            self.pairs += len(view.pairs)
+            self.per_family.update(p.family for p in view.pairs)
+
+    def skip(self, error: Exception) -> None:
+        self.frames += 1
+        self.skipped += 1
+        self.errors.append(str(error))
+
+    def line(self) -> str:
+        families = ", ".join(f"{k}={v}" for k, v in self.per_family.items())
+        return (
+            f"frames: {self.frames} read, {self.skipped} skipped (bad input); "
+            f"views with questions: {self.views_with_questions}; QA pairs: {self.pairs} ({families})"
+        )
+
+
+def scan_split(split_dir: str | os.PathLike) -> list[FrameFiles]:
+    """List a split folder once and group its files by frame (sorted by frame id)."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder not found: {split_dir}")
+    infos: dict[str, Path] = {}
+    views: dict[str, list[int]] = {}
+    with os.scandir(split_dir) as entries:
+        for entry in entries:
+            if m := INFO_RE.match(entry.name):
+                infos[m["frame"]] = Path(entry.path)
+            elif m := IMAGE_RE.match(entry.name):
+                views.setdefault(m["frame"], []).append(int(m["view"]))
+    return [FrameFiles(fid, infos[fid], tuple(sorted(views.get(fid, ())))) for fid in sorted(infos)]
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """Width and height from the image header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise InfoFileError(path, "<image>", f"cannot read image: {err}") from err
+
+
+def frame_qa(
+    files: FrameFiles,
+    split_name: str,
+    families: str | Sequence[str] | None = None,
+    image_size: Sequence[int] | None = None,
+) -> FrameQA:
+    """Parse one frame's info file once and generate the QA pairs of all its views."""
+    frame = load_frame(files.info_path)
+    if files.image_views and files.image_views != tuple(range(frame.num_views)):
+        raise InfoFileError(
+            files.info_path,
+            "detections",
+            f"has {frame.num_views} views but the images present are for views {list(files.image_views)}",
+        )
+    if image_size is None:
+        if files.image_views:
+            image_size = read_image_size(files.info_path.parent / files.image_name(0))
+        else:
+            image_size = COURSE_IMAGE_SIZE
+    image_size = (int(image_size[0]), int(image_size[1]))
+    views = []
+    for v in range(frame.num_views):
+        pairs = generate_scene_qa(view_scene(frame, v, image_size), families)
+        views.append(ViewQA(v, f"{split_name}/{files.image_name(v)}", tuple(pairs)))
+    return FrameQA(frame.frame_id, frame.track, image_size, tuple(views))
+
+
+def _frame_qa_or_error(args) -> FrameQA | InfoFileError:
+    try:
+        return frame_qa(*args)
+    except InfoFileError as err:
+        return err
+
+
+def iter_split_qa(
+    split_dir: str | os.PathLike,
+    families: str | Sequence[str] | None = None,
+    image_size: Sequence[int] | None = None,
+    strict: bool = False,
+    num_workers: int | None = None,
+    summary: GenerationSummary | None = None,
+    progress: bool = True,
+) -> Iterator[FrameQA]:
+    """Yield a :class:`FrameQA` per frame of ``split_dir`` in frame order.
+
+    Bad frames raise :class:`InfoFileError` with ``strict``; otherwise they are logged, skipped and counted
+    in ``summary``.
+    """
+    from tqdm.auto import tqdm
+
+    split_dir = Path(split_dir)
+    resolve_families(families)  # fail fast on unknown names, before any work
+    frames = scan_split(split_dir)
+    if summary is None:
+        summary = GenerationSummary()
+    jobs = [(f, split_dir.name, families, image_size) for f in frames]
+    if num_workers is None:
+        num_workers = min(os.cpu_count() or 1, 8) if len(jobs) >= PARALLEL_MIN_FRAMES else 1
+    bar = tqdm(total=len(jobs), desc=f"QA {split_dir.name}", unit="frame", disable=not progress or len(jobs) < 200)
+    if num_workers > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn").Pool(num_workers)
+        results = pool.imap(_frame_qa_or_error, jobs, chunksize=64)
+    else:
+        pool = None
+        results = map(_frame_qa_or_error, jobs)
+    try:
+        for result in results:
+            bar.update()
+            if isinstance(result, InfoFileError):
+                if strict:
+                    raise result
+                logger.warning("skipping frame: %s", result)
+                summary.skip(result)
+                continue
+            summary.add(result)
+            yield result
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+
+
+def qa_records(frames: Iterator[FrameQA]) -> list[dict]:
+    """Flatten to the course's JSON records (``image_file``, ``question``, ``answer``, ``family``)."""
+    return [
+        {"image_file": view.image_file, "question": p.question, "answer": p.answer, "family": p.family}
+        for frame in frames
+        for view in frame.views
+        for p in view.pairs
+    ]
+
+
+def _parse_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, str):
+        parts = image_size.lower().replace("x", ",").split(",")
+        image_size = [p for p in parts if p.strip()]
+    width, height = (int(x) for x in image_size)
+    return width, height
+
+
+def generate(
+    data_split: str = "train",
+    data_dir: str = "data",
+    output_file: str | None = None,
+    families: str = "default",
+    strict: bool = False,
+    num_workers: int | None = None,
+    image_size: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Generate the QA pairs of a split folder and write them as JSON.
+
+    Args:
+        data_split: split folder name under ``data_dir`` (e.g. ``train``, ``valid``).
+        data_dir: the data folder; ``image_file`` entries are relative to it.
+        output_file: where to write; default ``<data_dir>/<data_split>/generated_qa_pairs.json``.
+        families: question families: ``default`` (the course's), ``all``, or comma-separated names.
+        strict: stop at the first bad info file with an error naming the file and field
+            (default: warn, skip the frame and count it).
+        num_workers: processes (default: all cores for >= 1000 frames, else 1).
+        image_size: ``WIDTHxHEIGHT`` the labels are made for; default: read from the images,
+            or the course's 150x100 when the split holds only info files.
+        progress: show a progress bar on long runs.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    split_dir = Path(data_dir) / data_split
+    summary = GenerationSummary()
+    frames = iter_split_qa(split_dir, families, _parse_size(image_size), strict, num_workers, summary, progress)
+    records = qa_records(frames)
+    out = Path(output_file) if output_file else split_dir / OUTPUT_NAME
+    atomic_write_json(out, records)
+    print(summary.line())
+    print(f"wrote {len(records)} QA pairs to {out}")
+
+
+def describe_scene(scene) -> str:
+    """A human-readable account of one view's scene."""
+    lines = [
+        f"frame {scene.frame.frame_id} view {scene.view_index}: track {scene.frame.track}, "
+        f"image {scene.image_size[0]}x{scene.image_size[1]}, {len(scene.karts)} visible kart(s)"
+    ]
+    for kart in scene.karts:
+        b = kart.box
+        role = "EGO" if kart is scene.ego else f"{scene.vertical(kart)} and {scene.horizontal(kart)}"
+        lines.append(
+            f"  kart {kart.instance_id:>2} {kart.name:<16} box ({b.x1},{b.y1},{b.x2},{b.y2}) "
+            f"centre ({kart.center[0]:g},{kart.center[1]:g})  {role}"
+        )
+    if scene.objects:
+        counts = Counter(o.class_name for o in scene.objects)
+        lines.append("  objects: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def check(
+    info_file: str,
+    view_index: int = 0,
+    families: str = "default",
+    image_size: str | None = None,
+    output_file: str | None = None,
+) -> None:
+    """Print one view's scene and QA pairs and save the view with its boxes drawn.
+
+    Args:
+        info_file: path of a ``<frame>_info.json``.
+        view_index: which view.
+        families: question families (``default``, ``all`` or comma-separated names).
+        image_size: ``WIDTHxHEIGHT``; default: the view's image size, or 150x100 without an image.
+        output_file: PNG to write; default ``<frame>_<view>_check.png`` in the current folder.
+    """
+    from .draw import draw_scene
+
+    info_path = Path(info_file)
+    frame = load_frame(info_path)
+    image_path = info_path.parent / f"{frame.frame_id}_{view_index:02d}_im.jpg"
+    size = _parse_size(image_size)
+    image = None
+    if image_path.exists():
+        from PIL import Image
+
+        image = Image.open(image_path).convert("RGB")
+        size = size or image.size
+    scene = view_scene(frame, view_index, size or COURSE_IMAGE_SIZE)
+    print(describe_scene(scene))
+    pairs = generate_scene_qa(scene, families)
+    print(f"{len(pairs)} QA pair(s):")
+    for p in pairs:
+        print(f"  [{p.family}] {p.question} -> {p.answer}")
+    if image is None:
+        print(f"(no image at {image_path}; boxes drawn on a blank canvas)")
+    out = Path(output_file or f"{frame.frame_id}_{view_index:02d}_check.png")
+    import io
+
+    buffer = io.BytesIO()
+    draw_scene(scene, image).save(buffer, format="PNG")
+    atomic_write_bytes(out, buffer.getvalue())
+    print(f"saved {out}")
