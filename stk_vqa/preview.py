@@ -1,0 +1,107 @@
+"""``stk-vqa preview``: a PNG grid and a static HTML gallery of sample rows of a built dataset."""
+
+from __future__ import annotations
+
+import html
+import io
+import random
+from pathlib import Path
+
+from .fileio import atomic_write_bytes, atomic_write_text
+
+TILE_SCALE = 3
+CAPTION_LINES = 3
+
+
+def _render_tile(row: dict, data_dir: Path | None):
+    """The row's image, enlarged, with the frame's boxes drawn when its info file is at hand."""
+    from PIL import Image
+
+    from .draw import draw_scene
+    from .scene import load_frame, view_scene
+
+    image = row["images"][0].convert("RGB")
+    info = data_dir / Path(row["image_file"]).parent / f"{row['frame_id']}_info.json" if data_dir else None
+    if info is not None and info.exists() and row["view_index"] >= 0:
+        scene = view_scene(load_frame(info), row["view_index"], image.size)
+        return draw_scene(scene, image, scale=TILE_SCALE, objects=False)
+    return image.resize((image.width * TILE_SCALE, image.height * TILE_SCALE), Image.NEAREST)
+
+
+def _qa_lines(row: dict) -> list[str]:
+    questions = row["question"] if isinstance(row["question"], list) else [row["question"]]
+    answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+    return [f"Q: {q}  A: {a}" for q, a in zip(questions, answers)]
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def preview(
+    dataset: str,
+    split: str = "validation",
+    num_rows: int = 12,
+    columns: int = 4,
+    data_dir: str | None = None,
+    out_dir: str = "preview",
+    seed: int = 0,
+) -> None:
+    """Write ``<out_dir>/preview.png`` (a grid) and ``<out_dir>/index.html`` (a gallery) of sample rows.
+
+    Args:
+        dataset: a built dataset folder or Hub id (anything ``datasets.load_dataset`` takes).
+        split: which split to sample.
+        num_rows: how many rows.
+        columns: grid columns.
+        data_dir: the frames' data folder; when given, kart boxes (ego in red) are drawn from the info files.
+        out_dir: output folder.
+        seed: which rows are drawn.
+    """
+    import datasets
+    from PIL import Image, ImageDraw
+
+    ds = datasets.load_dataset(dataset, split=split)
+    indices = sorted(random.Random(seed).sample(range(len(ds)), min(num_rows, len(ds))))
+    rows = [ds[i] for i in indices]
+    data_path = Path(data_dir) if data_dir else None
+    tiles = [_render_tile(row, data_path) for row in rows]
+    tile_w = max(t.width for t in tiles)
+    tile_h = max(t.height for t in tiles)
+    chars = max(20, tile_w // 6)
+    captions = [[line for qa in _qa_lines(row)[:CAPTION_LINES] for line in _wrap(qa, chars)] for row in rows]
+    caption_h = 12 * max(len(c) for c in captions) + 6
+    cols = max(1, min(columns, len(tiles)))
+    grid_rows = (len(tiles) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * (tile_w + 8), grid_rows * (tile_h + caption_h + 8)), "white")
+    pen = ImageDraw.Draw(grid)
+    for k, (tile, caption) in enumerate(zip(tiles, captions)):
+        x, y = (k % cols) * (tile_w + 8) + 4, (k // cols) * (tile_h + caption_h + 8) + 4
+        grid.paste(tile, (x, y))
+        for j, line in enumerate(caption):
+            pen.text((x, y + tile_h + 3 + 12 * j), line, fill=(0, 0, 0))
+
+    out = Path(out_dir)
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(out / "preview.png", buffer.getvalue())
+    cells = []
+    for k, (row, tile) in enumerate(zip(rows, tiles)):
+        buffer = io.BytesIO()
+        tile.save(buffer, format="PNG")
+        atomic_write_bytes(out / "images" / f"{k:03d}.png", buffer.getvalue())
+        qa = "".join(f"<li>{html.escape(line)}</li>" for line in _qa_lines(row))
+        meta = html.escape(f"{row['image_file']} · {row['track']} · {row['family']}")
+        cells.append(f'<figure><img src="images/{k:03d}.png" alt="{meta}"><figcaption><small>{meta}</small><ul>{qa}</ul></figcaption></figure>')
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>stk-vqa preview</title><style>"
+        "body{font-family:sans-serif}figure{display:inline-block;vertical-align:top;width:"
+        f"{tile_w}px;margin:6px}}img{{image-rendering:pixelated}}ul{{padding-left:16px}}</style></head><body>"
+        f"<h1>{html.escape(str(dataset))} — {html.escape(split)} ({len(rows)} of {len(ds)} rows)</h1>"
+        + "".join(cells)
+        + "</body></html>\n"
+    )
+    atomic_write_text(out / "index.html", page)
+    print(f"wrote {out / 'preview.png'} and {out / 'index.html'}")

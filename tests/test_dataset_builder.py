@@ -1,0 +1,247 @@
+"""The dataset builder: Hub parquet layout, TRL rows, determinism, splits, grouping, bad input, push."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+from PIL import Image
+
+from stk_vqa import dataset_builder
+from stk_vqa.dataset_builder import BuildConfig, HubPushError, build, hub_upload_files, push_dataset_folder
+from stk_vqa.generate import iter_split_qa, qa_records
+from stk_vqa.scene import InfoFileError
+
+
+def make_course_folder(root: Path, reference_info_dir: Path, frames: dict[str, int], size=(150, 100)) -> Path:
+    """A data folder in the course layout: reference info files under new ids + placeholder images."""
+    infos = sorted(reference_info_dir.glob("*_info.json"))
+    counter = 0
+    for split, n in frames.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for _ in range(n):
+            fid = f"{counter:05x}"
+            shutil.copy(infos[counter % len(infos)], root / split / f"{fid}_info.json")
+            for v in range(10):
+                Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).save(root / split / f"{fid}_{v:02d}_im.jpg")
+            counter += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def course_data(tmp_path_factory, reference_info_dir) -> Path:
+    return make_course_folder(tmp_path_factory.mktemp("course") / "data", reference_info_dir, {"train": 8, "valid": 4})
+
+
+def sha256_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_build_roundtrip_schema_and_rows(course_data, tmp_path):
+    out, report = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds")))
+    assert sorted(hub_upload_files(out)) == [
+        "README.md", "data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet",
+    ]
+    ds = datasets.load_dataset(str(out))
+    assert set(ds) == {"train", "validation"}
+    assert ds["train"].column_names == [
+        "images", "messages", "question", "answer", "family", "frame_id", "view_index", "track", "image_file",
+    ]
+    # every QA pair of the generator is a row, in order, with the same text
+    expected = qa_records(iter_split_qa(course_data / "valid", progress=False))
+    rows = ds["validation"]
+    assert len(rows) == len(expected) == report.rows_after["validation"]
+    for row, rec in zip(rows.select(range(25)), expected[:25]):
+        assert row["image_file"] == rec["image_file"] and row["family"] == rec["family"]
+        assert row["messages"] == [
+            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": rec["question"]}]},
+            {"role": "assistant", "content": [{"type": "text", "text": rec["answer"]}]},
+        ]
+        # images are embedded (decodable, same pixels as the file), not paths to files elsewhere
+        assert row["images"][0].tobytes() == Image.open(course_data / rec["image_file"]).convert("RGB").tobytes()
+    # nothing in the parquet points outside the folder: it still loads after the sources are gone
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    assert datasets.load_dataset(str(moved), split="validation")[0]["images"][0].size == (150, 100)
+    card = (out / "README.md").read_text()
+    assert "configs:" in card and "dataset_info:" in card and "| ego_kart | yes |" in card
+
+
+def test_build_is_deterministic(course_data, tmp_path):
+    cfg = dict(data_dir=str(course_data), balance=True, seed=3, num_proc=2)
+    a, _ = build(BuildConfig(out_dir=str(tmp_path / "a"), **cfg))
+    b, _ = build(BuildConfig(out_dir=str(tmp_path / "b"), **cfg))
+    ha, hb = sha256_tree(a), sha256_tree(b)
+    ha.pop("README.md"), hb.pop("README.md")  # the card names the output folder
+    assert ha == hb and len(ha) == 2
+
+
+def test_group_by_image(course_data, tmp_path):
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "g"), group_by_image=True, splits="valid"))
+    ds = datasets.load_dataset(str(out), split="validation")
+    assert len(ds) == 40  # 4 frames x 10 views, every view has a kart
+    assert len(set(ds["image_file"])) == len(ds)
+    row = ds[0]
+    assert len(row["messages"]) == 2 * len(row["question"]) == 2 * len(row["answer"])
+    images_in_turns = [sum(c["type"] == "image" for c in m["content"]) for m in row["messages"] if m["role"] == "user"]
+    assert images_in_turns[0] == 1 and sum(images_in_turns) == 1
+    assert [m["content"][-1]["text"] for m in row["messages"][1::2]] == row["answer"]
+
+
+@pytest.mark.parametrize("split_by", ["frame", "track"])
+def test_resplit_never_shares_frames_or_tracks(course_data, tmp_path, split_by):
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / split_by), split_by=split_by,
+                               validation_fraction=0.3, seed=1))
+    ds = datasets.load_dataset(str(out))
+    key = (lambda r: r["image_file"][:-10]) if split_by == "frame" else (lambda r: r["track"])  # strip _VV_im.jpg
+    train = {key(r) for r in ds["train"].remove_columns("images")}
+    valid = {key(r) for r in ds["validation"].remove_columns("images")}
+    assert train and valid and not train & valid
+
+
+def test_grader_style_and_balance_reported(course_data, tmp_path, capsys):
+    out, report = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "gs"), grader_style=5,
+                                    splits="valid"))
+    ds = datasets.load_dataset(str(out), split="validation")
+    counts = Counter(ds["family"])
+    assert set(counts.values()) == {5}
+    assert all(a != "0" for a, f in zip(ds["answer"], ds["family"]) if f == "directional_count")
+    console = capsys.readouterr().out
+    before = sum(report.distribution_before["validation"]["directional_count"].values())
+    assert before > 5 and f"| directional_count | {before} -> 5 |" in console
+    assert "-> 5" in (out / "README.md").read_text()
+
+
+def test_bad_images_strict_and_skipped(reference_info_dir, tmp_path):
+    data = make_course_folder(tmp_path / "data", reference_info_dir, {"valid": 2})
+    (data / "valid" / "00000_03_im.jpg").write_bytes(b"")
+    good = (data / "valid" / "00000_04_im.jpg").read_bytes()
+    (data / "valid" / "00000_04_im.jpg").write_bytes(good[: len(good) // 2])
+    Image.new("RGB", (64, 64)).save(data / "valid" / "00001_05_im.jpg")
+    with pytest.raises(InfoFileError, match=r"00000_03_im.jpg.*empty file"):
+        build(BuildConfig(data_dir=str(data), out_dir=str(tmp_path / "strict"), splits="valid", strict=True))
+    assert not (tmp_path / "strict").exists()
+    out, report = build(BuildConfig(data_dir=str(data), out_dir=str(tmp_path / "lenient"), splits="valid"))
+    assert report.skipped_images == 3
+    files = set(datasets.load_dataset(str(out), split="validation")["image_file"])
+    assert {"valid/00000_03_im.jpg", "valid/00000_04_im.jpg", "valid/00001_05_im.jpg"}.isdisjoint(files)
+    assert len({f for f in files}) == 17
+
+
+def test_failed_build_leaves_nothing_loadable(course_data, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("stk_vqa.dataset_card.write_dataset_card", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
+    assert list(tmp_path.iterdir()) == []  # no out_dir, no leftover partial folder
+
+
+def test_existing_output_needs_overwrite(course_data, tmp_path):
+    cfg = BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid")
+    build(cfg)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build(cfg)
+    cfg.overwrite = True
+    build(cfg)
+
+
+def test_legacy_qa_file(course_data, tmp_path):
+    legacy = tmp_path / "balanced_qa_pairs.json"
+    legacy.write_text(json.dumps([
+        {"image_file": "valid/00008_00_im.jpg", "question": "What track is this?", "answer": "abyss"},
+        {"image_file": "valid/00008_01_im.jpg", "question": "Is gnu to the left or right of the ego car?", "answer": "left"},
+        {"image_file": "valid/00009_02_im.jpg", "question": "How many karts are behind the ego car?", "answer": "2"},
+    ]))
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "legacy"), legacy_qa_file=str(legacy)))
+    ds = datasets.load_dataset(str(out), split="validation")
+    assert ds["family"] == ["track", "left_right", "directional_count"]
+    assert ds["frame_id"] == ["00008", "00008", "00009"] and ds["view_index"] == [0, 1, 2]
+    assert ds["track"][0] == json.loads((course_data / "valid" / "00008_info.json").read_text())["track"]
+
+
+def test_push_fails_clearly_offline_or_without_token(course_data, tmp_path, monkeypatch):
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
+    before = sha256_tree(out)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubPushError, match="HF_HUB_OFFLINE.*local dataset is intact"):
+        push_dataset_folder(out, "me/stk-vqa")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(HubPushError, match="no Hugging Face token"):
+        push_dataset_folder(out, "me/stk-vqa")
+    assert sha256_tree(out) == before
+
+
+def test_push_uploads_exactly_the_built_files(course_data, tmp_path, monkeypatch):
+    """Intercept the Hub client at its boundary and check the upload's files and bytes."""
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
+    (out / ".scratch").write_text("not for upload")
+    import huggingface_hub
+
+    calls = {}
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            calls["repo"] = (repo_id, repo_type, private)
+
+        def upload_folder(self, folder_path, repo_id, repo_type, allow_patterns, commit_message):
+            calls["files"] = {p: (Path(folder_path) / p).read_bytes() for p in allow_patterns}
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    push_dataset_folder(out, "me/stk-vqa", token="hf_test")
+    assert calls["repo"] == ("me/stk-vqa", "dataset", False)
+    assert sorted(calls["files"]) == ["README.md", "data/validation-00000-of-00001.parquet"]
+    # what is uploaded is what load_dataset reads locally
+    local = tmp_path / "as_uploaded"
+    for name, data in calls["files"].items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
+    assert len(datasets.load_dataset(str(local), split="validation")) == len(datasets.load_dataset(str(out), split="validation"))
+
+
+def test_shards_respect_max_size(course_data, tmp_path):
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="train",
+                               max_shard_size="300KB"))
+    shards = sorted((out / "data").glob("train-*.parquet"))
+    assert len(shards) > 1 and shards[0].name.endswith(f"-of-{len(shards):05d}.parquet")
+    assert len(datasets.load_dataset(str(out), split="train")) == sum(
+        len(datasets.Dataset.from_parquet(str(s))) for s in shards
+    )
+
+
+def test_build_and_preview_commands(course_data, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ds"
+    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(course_data), "--out_dir",
+                             str(out), "--splits", "valid", "--grader_style", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    pairs = len(qa_records(iter_split_qa(course_data / "valid", progress=False)))
+    assert f"validation: {pairs} QA rows -> 21 rows written" in result.stdout  # 7 families x 3
+    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "preview", "--dataset", str(out), "--data_dir",
+                             str(course_data), "--out_dir", str(tmp_path / "prev"), "--num_rows", "4"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    grid = Image.open(tmp_path / "prev" / "preview.png")
+    assert grid.width >= 4 * 450
+    html = (tmp_path / "prev" / "index.html").read_text()
+    assert html.count("<figure>") == 4 and "images/000.png" in html
+    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(course_data),
+                             "--out_dir", str(tmp_path / "x"), "--bogus", "1"], capture_output=True, text=True)
+    assert result.returncode != 0 and "bogus" in result.stderr
