@@ -27,6 +27,9 @@ IMAGE_RE = re.compile(r"^(?P<frame>[0-9a-fA-F]+)_(?P<view>\d+)_im\.jpg$")
 OUTPUT_NAME = "generated_qa_pairs.json"
 PARALLEL_MIN_FRAMES = 1000
 """Below this many frames a process pool costs more than it saves."""
+PARALLEL_MIN_CPUS = 4
+"""On 2 cores the pool lost to one process (pickling results back costs more than the parsing it shares:
+15.7 s vs 10.5 s for 5,250 frames, ``benchmarks/bench_generate.py``), so it is used from 4 cores up."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ def iter_split_qa(
         summary = GenerationSummary()
     jobs = [(f, split_dir.name, families, image_size) for f in frames]
     if num_workers is None:
-        num_workers = min(os.cpu_count() or 1, 8) if len(jobs) >= PARALLEL_MIN_FRAMES else 1
+        cpus = os.cpu_count() or 1
+        num_workers = min(cpus, 8) if len(jobs) >= PARALLEL_MIN_FRAMES and cpus >= PARALLEL_MIN_CPUS else 1
     bar = tqdm(total=len(jobs), desc=f"QA {split_dir.name}", unit="frame", disable=not progress or len(jobs) < 200)
     if num_workers > 1:
         import multiprocessing
@@ -238,7 +242,7 @@ def generate(
         families: question families: ``default`` (the course's), ``all``, or comma-separated names.
         strict: stop at the first bad info file with an error naming the file and field
             (default: warn, skip the frame and count it).
-        num_workers: processes (default: all cores for >= 1000 frames, else 1).
+        num_workers: processes (default: up to 8 for >= 1000 frames on >= 4 cores, else 1).
         image_size: ``WIDTHxHEIGHT`` the labels are made for; default: read from the images,
             or the course's 150x100 when the split holds only info files.
         progress: show a progress bar on long runs.

@@ -1,0 +1,36 @@
+# stk-vqa developer commands. `make install` makes a venv with the CPU build of torch first
+# (a bare `torch` requirement would pull a multi-GB CUDA build), pinned by .ci/constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export OMP_WAIT_POLICY ?= PASSIVE
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test test-slow test-gpu test-render quickstart bench lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[dev]'
+
+# The test command (what .ci/run runs): fast, offline, CPU.
+test:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-slow:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+test-gpu:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m gpu
+
+test-render:
+	$(BIN)/python -m pytest -q -m render
+
+quickstart: install
+	HF_HUB_OFFLINE=1 $(BIN)/stk-vqa quickstart
+
+bench:
+	$(BIN)/python benchmarks/run_all.py
