@@ -92,3 +92,29 @@ def make_color_chat_dataset(out_dir: Path, n_train: int = 8, n_valid: int = 4, s
 def color_chat_dataset_dir(tmp_path_factory) -> Path:
     """Path of a tiny saved chat dataset (see :func:`make_color_chat_dataset`)."""
     return make_color_chat_dataset(tmp_path_factory.mktemp("color_chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Folder of a tiny offline SmolVLM-architecture model + processor (``stk-vqa make-tiny-model``).
+
+    Load it with ``AutoModelForImageTextToText.from_pretrained`` / ``AutoProcessor.from_pretrained``. 128x128 images
+    -> 4 ``<image>`` tokens, fp32, random weights from seed 0. Built once per session (~1 s after imports).
+    """
+    from stk_vqa.tiny_model import make_tiny_model
+
+    return Path(make_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny-smolvlm", size="tiny", seed=0))
+
+
+@pytest.fixture(scope="session")
+def trained_color_adapter_dir(tmp_path_factory, tiny_model_dir, color_chat_dataset_dir) -> Path:
+    """A LoRA adapter trained by ``stk_vqa.training`` (smoke recipe, 30 steps, CPU) on the 8 training rows of
+    ``color_chat_dataset_dir`` on top of ``tiny_model_dir``; it answers their colours right (a few seconds)."""
+    from stk_vqa.training import train
+
+    out = tmp_path_factory.mktemp("trained") / "color-lora"
+    argv = ["recipes/smoke_cpu.yaml", "--model_name_or_path", str(tiny_model_dir),
+            "--dataset_name", str(color_chat_dataset_dir), "--output_dir", str(out), "--max_steps", "30",
+            "--save_strategy", "no", "--report_to", "none", "--loss_curve", "false", "--logging_steps", "30"]  # fmt: skip
+    train([str(REPO_ROOT / a) if a.startswith("recipes/") else a for a in argv])
+    return out
