@@ -1,0 +1,181 @@
+"""``stk-vqa render``: races with AI karts -> frames in the course layout, one race per watched worker process."""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from stk_vqa.render import frame_writer
+from stk_vqa.render.game_data import (
+    DEBIAN_DATA_DIR,
+    available_karts,
+    available_tracks,
+    check_installed,
+)
+from stk_vqa.render.race import RaceSpec
+
+def renderer_info() -> dict:
+    """Which engine and data made a frame (stored in each info.json)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package_version = version("pysupertuxkart2")
+    except PackageNotFoundError:
+        package_version = None
+    return {"package": "pysupertuxkart2", "package_version": package_version,
+            "game_data": "Debian supertuxkart-data (STK 1.4 assets)"}
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.replace(",", " ").split() if v]
+    return [str(v) for v in value]
+
+
+def _check_names(kind: str, asked: list[str], valid: list[str]) -> None:
+    unknown = [name for name in asked if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; valid {kind}s: {', '.join(valid)}")
+
+
+def plan_races(tracks, frames, views, karts, seed, kart_names=None, width=150, height=100,
+               warmup_steps=150, step_interval=10, data_dir=DEBIAN_DATA_DIR) -> list[RaceSpec]:
+    """One race per track; frame ids are ``race_index * frames + i`` so they are unique and stable on re-runs."""
+    valid_tracks, valid_karts = available_tracks(data_dir), available_karts(data_dir)
+    tracks = _as_list(tracks) or valid_tracks
+    _check_names("track", tracks, valid_tracks)
+    chosen = _as_list(kart_names)
+    _check_names("kart", chosen, valid_karts)
+    if views < 1 or karts < 1 or views > karts:
+        raise ValueError(f"need 1 <= views ({views}) <= karts ({karts})")
+    if frames < 1 or len(tracks) * frames > 0x100000:
+        raise ValueError(f"frames must be >= 1 and tracks*frames < 16**5 (got {len(tracks)}*{frames})")
+    specs = []
+    for index, track in enumerate(tracks):
+        rng = random.Random(f"{seed}:{index}:{track}")
+        if chosen:
+            lineup = [chosen[i % len(chosen)] for i in range(karts)]
+        else:
+            pool = valid_karts * (karts // len(valid_karts) + 1)
+            lineup = rng.sample(pool, karts)
+        specs.append(RaceSpec(track=track, karts=lineup, views=views, frames=frames, first_frame=index * frames,
+                              seed=rng.randrange(1 << 16), width=width, height=height,
+                              warmup_steps=warmup_steps, step_interval=step_interval))
+    return specs
+
+
+def _race_worker(spec: RaceSpec, split_dir: str, skip: set[int], messages) -> None:
+    """Worker process body: render one race, write each frame, report each one; never returns normally."""
+    code = 0
+    try:
+        from stk_vqa.render.race import run_race
+
+        for frame in run_race(spec, skip=skip):
+            extra = {"frame_step": frame.step, "seed": spec.seed, "renderer": renderer_info(),
+                     "image_size": [spec.width, spec.height], "view_kart": list(range(spec.views))}
+            info = frame_writer.build_info(spec.track, spec.karts, spec.views, frame.state, extra)
+            frame_writer.write_frame(Path(split_dir), frame.frame_id, frame.images, info)
+            messages.put(("frame", spec.first_frame, frame.frame_id))
+        messages.put(("done", spec.first_frame, None))
+    except BaseException as error:  # report, then leave without running the engine's (crashy) teardown
+        messages.put(("error", spec.first_frame, f"{type(error).__name__}: {error}"))
+        code = 1
+    finally:
+        messages.close()
+        messages.join_thread()  # flush the reports before leaving
+        os._exit(code)  # pystk2 0.7.4 segfaults in its atexit teardown; frames are already on disk
+
+
+def render(out: str = "data/rendered", split: str = "train", tracks=None, frames: int = 10, views: int = 10,
+           karts: int = 10, seed: int = 0, kart_names=None, width: int = 150, height: int = 100,
+           workers: int = 1, warmup_steps: int = 150, step_interval: int = 10, stall_timeout: float = 600.0):
+    """Render fresh frames from SuperTuxKart into ``<out>/<split>/`` in the course layout.
+
+    Args:
+        out: data folder; frames go to ``<out>/<split>/`` (``<frame>_info.json``, ``<frame>_<view:02d>_im.jpg``).
+        split: split folder name (``train``, ``valid``, ...).
+        tracks: track names (comma/space separated or a list); default: every course track the game data has.
+        frames: frames per track (one race per track); frame ids are unique across tracks and stable.
+        views: cameras per frame (view ``i`` follows kart ``i``); at most ``karts``.
+        karts: karts per race, all AI-driven.
+        seed: seed for the kart line-ups and the races.
+        kart_names: optional kart names to use (cycled); default: a seeded random line-up per race.
+        width, height: image size (the course's is 150x100); boxes, when present, stay in 600x400 space.
+        workers: races rendered at once, each in its own process.
+        warmup_steps: steps skipped at the start of each race (countdown and start bunching).
+        step_interval: steps between sampled frames (0.1 s of game time per step).
+        stall_timeout: seconds without a finished frame after which a race is killed (a re-run resumes it).
+    Returns:
+        a summary dict: frames written, skipped (already there) and lost (crashed/stalled races).
+    """
+    check_installed()
+    specs = plan_races(tracks, frames, views, karts, seed, kart_names, width, height, warmup_steps, step_interval)
+    split_dir = Path(out) / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    done_before = 0
+    for spec in specs:
+        ids = range(spec.first_frame, spec.first_frame + spec.frames)
+        skip = {i for i in ids if frame_writer.is_complete(split_dir, i, spec.views)}
+        done_before += len(skip)
+        if len(skip) < spec.frames:
+            todo.append((spec, skip))
+    total = sum(spec.frames - len(skip) for spec, skip in todo)
+    summary = {"out": str(split_dir), "written": 0, "already_there": done_before, "lost": 0, "errors": []}
+    if total:
+        _run_workers(todo, split_dir, max(1, int(workers)), float(stall_timeout), total, summary)
+    print(f"render: {summary['written']} frames written, {summary['already_there']} already there, "
+          f"{summary['lost']} lost -> {split_dir}" + ("" if not summary["lost"] else " (re-run to complete)"))
+    for error in summary["errors"]:
+        print(f"render: {error}")
+    return None if summary["lost"] == 0 else summary
+
+
+def _run_workers(todo, split_dir: Path, workers: int, stall_timeout: float, total: int, summary: dict) -> None:
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    pending = list(todo)
+    running: dict[int, tuple] = {}  # first_frame -> (process, spec, frames_left, last_progress_time)
+    with tqdm(total=total, desc="render", unit="frame") as progress:
+        while pending or running:
+            while pending and len(running) < workers:
+                spec, skip = pending.pop(0)
+                process = context.Process(target=_race_worker, args=(spec, str(split_dir), skip, messages), daemon=True)
+                process.start()
+                running[spec.first_frame] = (process, spec, spec.frames - len(skip), time.monotonic())
+            try:
+                kind, key, payload = messages.get(timeout=1.0)
+            except queue_module.Empty:
+                kind, key, payload = None, None, None
+            now = time.monotonic()
+            if kind == "frame" and key in running:
+                process, spec, left, _ = running[key]
+                running[key] = (process, spec, left - 1, now)
+                summary["written"] += 1
+                progress.update(1)
+            elif kind in {"done", "error"} and key in running:
+                process, spec, left, _ = running.pop(key)
+                process.join(timeout=30)
+                if kind == "error":
+                    summary["errors"].append(f"{spec.track}: {payload}")
+                summary["lost"] += left
+                progress.update(left)
+            for key, (process, spec, left, last) in list(running.items()):
+                if now - last > stall_timeout or (not process.is_alive() and messages.empty()):
+                    process.kill()
+                    process.join(timeout=30)
+                    running.pop(key)
+                    reason = "stalled" if process.exitcode is None or now - last > stall_timeout else "crashed"
+                    summary["errors"].append(f"{spec.track}: race {reason} (exit code {process.exitcode})")
+                    summary["lost"] += left
+                    progress.update(left)
