@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 from .balancing import answer_distribution, clevr_balance, format_distribution, grader_style_sample
 from .fileio import atomic_directory
 from .generate import GenerationSummary, iter_split_qa
-from .questions import FAMILIES
+from .questions import match_template
 from .scene import COURSE_IMAGE_SIZE, InfoFileError
 
 logger = logging.getLogger(__name__)
@@ -159,16 +159,6 @@ def rows_from_split_folder(
     return rows
 
 
-def family_of_question(question: str) -> str:
-    """The registered family whose template produces ``question`` (``unknown`` if none does)."""
-    for family in FAMILIES.values():
-        for template in family.templates:
-            pattern = "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$"
-            if re.match(pattern, question):
-                return family.name
-    return "unknown"
-
-
 def rows_from_legacy_qa_file(path: Path, data_dir: Path) -> list[dict]:
     """Rows from the original project's ``[{image_file, question, answer}, ...]`` files."""
     try:
@@ -189,7 +179,7 @@ def rows_from_legacy_qa_file(path: Path, data_dir: Path) -> list[dict]:
         info = (data_dir / image_file).with_name(f"{frame_id}_info.json")
         if info not in tracks:
             tracks[info] = json.loads(info.read_text()).get("track", "") if match and info.exists() else ""
-        family = rec.get("family") or family_of_question(str(rec["question"]))
+        family = rec.get("family") or match_template(str(rec["question"]))[0] or "unknown"
         rows.append(_meta_row(image_file, str(rec["question"]), str(rec["answer"]), family, frame_id, view,
                               tracks[info], None))
     return rows

@@ -14,6 +14,7 @@ The families marked ``default=True`` reproduce the official labels of the course
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -79,6 +80,33 @@ def resolve_families(families: str | Sequence[str] | None = None) -> list[Questi
                 selected.append(item)
     # Keep registry order so that output does not depend on how the selection was spelled.
     return [FAMILIES[n] for n in FAMILIES if n in selected]
+
+
+_TEMPLATE_PATTERNS: dict[tuple[str, ...], list[tuple[re.Pattern, str, str]]] = {}
+
+
+def _template_patterns() -> list[tuple[re.Pattern, str, str]]:
+    key = tuple(FAMILIES)  # rebuilt when a family is registered or removed
+    if key not in _TEMPLATE_PATTERNS:
+        _TEMPLATE_PATTERNS.clear()
+        patterns = []
+        for family in FAMILIES.values():
+            for template in family.templates:
+                regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
+                patterns.append((re.compile(f"^{regex}$"), family.name, template))
+        _TEMPLATE_PATTERNS[key] = patterns
+    return _TEMPLATE_PATTERNS[key]
+
+
+def match_template(question: str) -> tuple[str | None, str]:
+    """``(family, template)`` of a question by the registered question families; ``(None, question)`` if none.
+
+    Used to recover the family of QA pairs that come without one (legacy QA files)."""
+    text = question.strip()
+    for pattern, family, template in _template_patterns():
+        if pattern.match(text):
+            return family, template
+    return None, text
 
 
 def generate_scene_qa(scene: ViewScene, families: str | Sequence[str] | None = None) -> list[QAPair]:
