@@ -10,8 +10,10 @@ from pathlib import Path
 
 from stk_vqa.fileio import atomic_write_bytes, atomic_write_json
 
-# How the boxes in ``detections`` were made. pystk2 0.7.4 gives no instance labels and no camera matrices, and
-# our camera reconstruction did not pass its check (docs/notes/issue-7.md), so rendered frames carry none.
+from stk_vqa.render.kart_boxes import BOX_METHOD
+
+# How the boxes in ``detections`` were made: "none" when a frame has no box source; rendered frames use
+# ``kart_boxes.BOX_METHOD`` (chase-camera model + depth test; pystk2 0.7.4 gives no instance labels).
 BOX_METHOD_NONE = "none"
 
 
@@ -35,13 +37,14 @@ def is_complete(split_dir: Path, frame_id: int, views: int) -> bool:
 
 def build_info(track: str, karts: list[str], views: int, state: dict, extra: dict) -> dict:
     """The course's keys first (``track karts detections distance_down_track velocity``), then extra keys."""
+    detections = state.get("detections")
     info = {
         "track": track,
         "karts": list(karts),
-        "detections": [[] for _ in range(views)],
+        "detections": detections if detections is not None else [[] for _ in range(views)],
         "distance_down_track": state["distance_down_track"],
         "velocity": state["velocity"],
-        "box_method": BOX_METHOD_NONE,
+        "box_method": BOX_METHOD if detections is not None else BOX_METHOD_NONE,
     }
     info.update({k: v for k, v in state.items() if k not in info})
     info.update(extra)

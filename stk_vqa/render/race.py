@@ -1,8 +1,9 @@
 """One SuperTuxKart race in this process (pystk2 allows one per process): step it, grab views and state.
 
-Every kart is an AI player; the first ``views`` players have a camera (``camera_mode=ON``), so view ``i`` is
-configured to follow kart ``i``. pystk2 0.7.4 leaves ``render_data[i].instance`` empty and
-``WorldState.players[i].camera`` None, so this module returns no boxes: see ``box_method`` in the README.
+Every kart is an AI player; the first ``views`` players have a camera (``camera_mode=ON``), so view ``i``
+follows kart ``i``. pystk2 0.7.4 leaves ``render_data[i].instance`` empty and ``WorldState.players[i].camera``
+None, so each view's camera is modelled from its kart's state at every step and the kart boxes come from that
+model plus the depth map (:mod:`stk_vqa.render.kart_boxes`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from stk_vqa.render.game_data import prepare_datadir
+from stk_vqa.render.kart_boxes import ChaseCamera, frame_detections
 
 
 @dataclass
@@ -92,22 +94,33 @@ def run_race(spec: RaceSpec, skip: set[int] = frozenset()) -> Iterator[RenderedF
     race = pystk2.Race(config)
     race.start()
     world = pystk2.WorldState()
+    cameras = [ChaseCamera() for _ in range(spec.views)]
     step = 0
-    for _ in range(spec.warmup_steps):
+
+    def advance():
+        nonlocal step
         race.step()
         step += 1
+        world.update()
+        karts = list(world.karts)
+        for index, camera in enumerate(cameras):  # the camera model must see every step (it is smoothed)
+            camera.update(karts[index].location, karts[index].rotation, karts[index].speed)
+
+    for _ in range(spec.warmup_steps):
+        advance()
     for index in range(spec.frames):
         for _ in range(spec.step_interval):
-            race.step()
-            step += 1
+            advance()
         frame_id = spec.first_frame + index
         if frame_id in skip:
             continue
-        world.update()
         render_data = list(race.render_data)
         if len(render_data) != spec.views:
             raise RuntimeError(f"pystk2 returned {len(render_data)} views, expected {spec.views}")
         images = [np.array(view.image, dtype=np.uint8, copy=True) for view in render_data]
+        depths = [np.array(view.depth, dtype=np.float32, copy=True) for view in render_data]
         state = _kart_state(world)
         state["time"] = float(world.time)
+        karts = list(zip(state["kart_location"], state["kart_rotation"], state["kart_size"]))
+        state.update(frame_detections(depths, cameras, karts))
         yield RenderedFrame(frame_id=frame_id, step=step, images=images, state=state)
