@@ -86,6 +86,8 @@ class BuildReport:
     skipped_frames: int = 0
     skipped_images: int = 0
     errors: list[str] = field(default_factory=list)
+    box_methods: Counter = field(default_factory=Counter)
+    """Frames per ``box_method`` of their info files (``None``: not stated, e.g. the course's own files)."""
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -147,6 +149,7 @@ def rows_from_split_folder(
     summary = GenerationSummary()
     rows = []
     for frame in iter_split_qa(data_dir / folder, families, None, strict, num_proc, summary):
+        report.box_methods[frame.box_method] += 1
         for view in frame.views:
             for p in view.pairs:
                 rows.append(

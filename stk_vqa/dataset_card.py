@@ -39,6 +39,26 @@ def card_metadata_yaml(dataset_dict) -> str:
     return card_data.to_yaml()
 
 
+BOX_METHOD_NOTES = {
+    None: "boxes as given in the source info files (the course dataset's come from the engine's instance labels)",
+    "chase-camera-model+depth-test": (
+        "frames rendered by `stk-vqa render`; kart boxes derived from a simulated chase camera and a depth test "
+        "(an approximation of the engine-made boxes of the course dataset; see the render section of the "
+        "stk-vqa README for its measured agreement)"
+    ),
+    "none": "frames rendered without boxes: they yield no questions",
+}
+
+
+def box_method_lines(box_methods) -> list[str]:
+    if not box_methods:
+        return ["- legacy QA file: labels as given in the file"]
+    return [
+        f"- {count} frame(s): `{method or 'not stated'}`: {BOX_METHOD_NOTES.get(method, 'see the source')}"
+        for method, count in sorted(box_methods.items(), key=lambda kv: -kv[1])
+    ]
+
+
 def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
     from .dataset_builder import config_dict
 
@@ -64,6 +84,10 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
         "from datasets import load_dataset",
         f"ds = load_dataset({str(Path(config.out_dir))!r})  # or the Hub id",
         "```",
+        "",
+        "## Where the boxes come from",
+        "",
+        *box_method_lines(report.box_methods),
         "",
         "## Splits",
         "",

@@ -59,6 +59,8 @@ class FrameQA:
     track: str
     image_size: tuple[int, int]
     views: tuple[ViewQA, ...]
+    box_method: str | None = None
+    """How the frame's boxes were made, when its info file says (rendered frames do); ``None`` otherwise."""
 
 
 @dataclass
@@ -142,7 +144,7 @@ def frame_qa(
     for v in range(frame.num_views):
         pairs = generate_scene_qa(view_scene(frame, v, image_size), families)
         views.append(ViewQA(v, f"{split_name}/{files.image_name(v)}", tuple(pairs)))
-    return FrameQA(frame.frame_id, frame.track, image_size, tuple(views))
+    return FrameQA(frame.frame_id, frame.track, image_size, tuple(views), frame.extra.get("box_method"))
 
 
 def _frame_qa_or_error(args) -> FrameQA | InfoFileError:

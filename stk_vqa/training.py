@@ -70,6 +70,24 @@ class StkScriptArguments(ScriptArguments):
         },
     )
     loss_curve: bool = field(default=True, metadata={"help": "Write `<output_dir>/loss_curve.png` at the end."})
+    vision_feature_reuse: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode each distinct image of a batch once, even when several rows share it (vision tower "
+            "frozen: lora_scope text)."
+        },
+    )
+    vision_feature_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A safetensors file of the connector output of every distinct image of the dataset, computed once "
+            "(created or extended when images are missing) and fed to the model instead of pixel values, so the "
+            "vision tower does not run during training (vision tower frozen: lora_scope text)."
+        },
+    )
+    vision_feature_cache_batch_size: int = field(
+        default=32, metadata={"help": "Images per vision-encoder batch while building the feature cache."}
+    )
 
 
 DATACLASSES = (StkScriptArguments, SFTConfig, ModelConfig)
@@ -188,6 +206,15 @@ def parse_recipe(argv: list[str] | None = None) -> tuple[StkScriptArguments, SFT
         raise RecipeError(f"recipe {recipe or '(command line)'}: field 'dataset_name' is required")
     if not model_args.model_name_or_path:
         raise RecipeError(f"recipe {recipe or '(command line)'}: field 'model_name_or_path' is required")
+    if str(script_args.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):
+        script_args.vision_feature_cache = None  # `--vision_feature_cache none` turns a recipe's cache off
+    if script_args.lora_scope == "all" and (script_args.vision_feature_reuse or script_args.vision_feature_cache):
+        field_name = "vision_feature_cache" if script_args.vision_feature_cache else "vision_feature_reuse"
+        raise RecipeError(
+            f"recipe {recipe or '(command line)'}: field {field_name!r} needs a frozen vision tower, but "
+            "lora_scope: all trains LoRA on it; use lora_scope: text, or turn reuse off (vision_feature_reuse: false, "
+            "vision_feature_cache: null)"
+        )
     training_args.resume_from_checkpoint = _resolve_resume(training_args)
     return script_args, training_args, model_args
 
@@ -347,7 +374,8 @@ def lora_config(model_args: ModelConfig, scope: str = "text"):
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         return None
-    names = list(model_args.lora_target_modules or TEXT_LINEAR_MODULES)
+    names = model_args.lora_target_modules or TEXT_LINEAR_MODULES
+    names = [names] if isinstance(names, str) else list(names)  # `--lora_target_modules all-linear` gives a str
     if names == ["all-linear"]:
         names = list(TEXT_LINEAR_MODULES) if scope == "text" else names
     if scope == "text":
@@ -393,9 +421,16 @@ def effective_recipe(script_args, training_args, model_args) -> dict[str, Any]:
 
 
 class StkSFTTrainer(SFTTrainer):
-    """TRL's ``SFTTrainer``; its model card also names the recipe and any evaluation results."""
+    """TRL's ``SFTTrainer``; its model card also names the recipe and any evaluation results, and it feeds cached
+    image features (``vision_feature_cache``) to the model."""
 
     stk_recipe: dict[str, Any] | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from stk_vqa.vision_features import attach_image_features
+
+        inputs = attach_image_features(inputs)  # cached features -> mm_encoder_outputs (a no-op without a cache)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None, **kwargs):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
@@ -428,11 +463,48 @@ def build_trainer(script_args: StkScriptArguments, training_args: SFTConfig, mod
         callbacks=callbacks,
     )
     trainer.stk_recipe = effective_recipe(script_args, training_args, model_args)
+    setup_vision_feature_reuse(trainer, script_args, [train_dataset, eval_dataset])
     if script_args.record_rows:
         rank = trainer.accelerator.process_index
         path = Path(training_args.output_dir) / "rows" / f"rank-{rank}.jsonl"
         trainer.data_collator = RowRecorder(trainer.data_collator, path)
     return trainer
+
+
+def setup_vision_feature_reuse(trainer: StkSFTTrainer, script_args: StkScriptArguments, datasets: list) -> None:
+    """Turn on in-batch image reuse and / or the offline feature cache (``vision_feature_*`` fields) on ``trainer``.
+
+    The cache is built (or extended) by the main process first; the other processes then open it.
+    """
+    if not (script_args.vision_feature_reuse or script_args.vision_feature_cache):
+        return
+    from stk_vqa.vision_features import (
+        CachedFeatureCollator,
+        VisionFeatureError,
+        check_vision_frozen,
+        enable_in_batch_reuse,
+        prepare_feature_cache,
+    )
+
+    field_name = "vision_feature_cache" if script_args.vision_feature_cache else "vision_feature_reuse"
+    try:
+        check_vision_frozen(trainer.model, field_name)
+        if script_args.vision_feature_reuse:
+            enable_in_batch_reuse(trainer.model)
+        if script_args.vision_feature_cache:
+            with trainer.accelerator.local_main_process_first():  # one build per machine, the others wait
+                cache = prepare_feature_cache(
+                    script_args.vision_feature_cache,
+                    trainer.model,
+                    trainer.processing_class,
+                    datasets,
+                    batch_size=script_args.vision_feature_cache_batch_size,
+                    model_name=(trainer.stk_recipe or {}).get("model_name_or_path", ""),
+                    progress=not trainer.args.disable_tqdm,
+                )
+            trainer.data_collator = CachedFeatureCollator(trainer.data_collator, cache)
+    except VisionFeatureError as error:
+        raise RecipeError(f"field {field_name!r}: {error}") from None
 
 
 def train(argv: list[str] | None = None) -> StkSFTTrainer:

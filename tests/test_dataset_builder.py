@@ -245,3 +245,19 @@ def test_build_and_preview_commands(course_data, tmp_path):
     result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(course_data),
                              "--out_dir", str(tmp_path / "x"), "--bogus", "1"], capture_output=True, text=True)
     assert result.returncode != 0 and "bogus" in result.stderr
+
+
+def test_build_from_bundled_rendered_sample_names_box_method(tmp_path):
+    sample = Path(dataset_builder.__file__).parent / "data" / "sample"
+    out, report = build(BuildConfig(data_dir=str(sample), out_dir=str(tmp_path / "ds")))
+    assert report.rows_after["train"] > 100 and report.rows_after["validation"] > 50
+    assert set(report.box_methods) == {"chase-camera-model+depth-test"}
+    card = (out / "README.md").read_text()
+    assert "frame(s): `chase-camera-model+depth-test`" in card
+    ds = datasets.load_dataset(str(out), split="validation")
+    assert ds[0]["images"][0].size == (150, 100)
+
+
+def test_card_says_when_boxes_come_from_the_source(course_data, tmp_path):
+    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
+    assert "frame(s): `not stated`: boxes as given in the source info files" in (out / "README.md").read_text()

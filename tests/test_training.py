@@ -144,7 +144,8 @@ def test_lora_wraps_only_the_text_model_and_vision_stays_frozen(tiny_model_dir, 
     assert {name.rsplit(".", 1)[1] for name in lora_modules} == projections
     assert len(lora_modules) == 2 * len(projections)  # 2 layers
 
-    everywhere = _built_trainer(tiny_model_dir, color_chat_dataset_dir, tmp_path, "--lora_scope", "all")
+    everywhere = _built_trainer(tiny_model_dir, color_chat_dataset_dir, tmp_path, "--lora_scope", "all",
+                                 "--vision_feature_reuse", "false")  # reuse needs a frozen vision tower
     names = [name for name, p in everywhere.model.named_parameters() if p.requires_grad]
     assert any(".vision_model." in name for name in names)
 
