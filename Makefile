@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+RECIPE ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
@@ -13,7 +15,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[dev]'
 
 # The test command (what .ci/run runs): fast, offline, CPU.
@@ -30,7 +32,7 @@ test-render:
 	$(BIN)/python -m pytest -q -m render
 
 quickstart: install
-	HF_HUB_OFFLINE=1 $(BIN)/stk-vqa quickstart
+	$(BIN)/stk-vqa quickstart $(if $(RECIPE),--recipe $(RECIPE))
 
 bench:
 	$(BIN)/python benchmarks/run_all.py
