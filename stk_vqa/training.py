@@ -11,6 +11,9 @@ dtype, attention, LoRA, 4-bit). Any field can be overridden on the command line:
 Loss is on the assistant's answer tokens and its ``<end_of_utterance>`` only: ``assistant_only_loss`` makes TRL
 render the conversation with its training variant of SmolVLM's chat template (with ``{% generation %}`` markers)
 inside TRL's own ``DataCollatorForVisionLanguageModeling``.
+
+With the vision tower frozen, ``vision_feature_reuse`` / ``vision_feature_cache`` make the vision encoder run once
+per distinct image of a batch, or once per image of the dataset (:mod:`stk_vqa.vision_features`).
 """
 
 from __future__ import annotations
@@ -474,7 +477,7 @@ def build_trainer(script_args: StkScriptArguments, training_args: SFTConfig, mod
 def setup_vision_feature_reuse(trainer: StkSFTTrainer, script_args: StkScriptArguments, datasets: list) -> None:
     """Turn on in-batch image reuse and / or the offline feature cache (``vision_feature_*`` fields) on ``trainer``.
 
-    The cache is built (or extended) by the main process first; the other processes then open it.
+    The cache is built (or extended) by the first process of each machine; the others then open it.
     """
     if not (script_args.vision_feature_reuse or script_args.vision_feature_cache):
         return

@@ -34,7 +34,9 @@ def smoke_argv(model_dir, dataset_dir, output_dir, *extra: str) -> list[str]:
 
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
-    env.update(TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO_ROOT))
+    # keep any PYTHONPATH the caller has (e.g. packages installed with --target), the repo first
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env.update(TOKENIZERS_PARALLELISM="false", PYTHONPATH=pythonpath)
     return env
 
 
