@@ -27,9 +27,10 @@ IMAGE_RE = re.compile(r"^(?P<frame>[0-9a-fA-F]+)_(?P<view>\d+)_im\.jpg$")
 OUTPUT_NAME = "generated_qa_pairs.json"
 PARALLEL_MIN_FRAMES = 1000
 """Below this many frames a process pool costs more than it saves."""
-PARALLEL_MIN_CPUS = 4
-"""On 2 cores the pool lost to one process (pickling results back costs more than the parsing it shares:
-15.7 s vs 10.5 s for 5,250 frames, ``benchmarks/bench_generate.py``), so it is used from 4 cores up."""
+PARALLEL_MIN_CPUS = 2
+"""A pool needs at least 2 cores to pay: on 2 idle cores it took 5.9 s vs 6.8 s in one process for 5,250 frames,
+but on 2 cores busy with other work it lost (15.7 s vs 10.5 s), as pickling results back costs more than the
+parsing it shares (``benchmarks/bench_generate.py``); pass ``num_workers=1`` on a loaded machine."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def generate(
         families: question families: ``default`` (the course's), ``all``, or comma-separated names.
         strict: stop at the first bad info file with an error naming the file and field
             (default: warn, skip the frame and count it).
-        num_workers: processes (default: up to 8 for >= 1000 frames on >= 4 cores, else 1).
+        num_workers: processes (default: up to 8 for >= 1000 frames on >= 2 cores, else 1).
         image_size: ``WIDTHxHEIGHT`` the labels are made for; default: read from the images,
             or the course's 150x100 when the split holds only info files.
         progress: show a progress bar on long runs.

@@ -42,6 +42,11 @@ OBJECT_CLASS_NAMES = {
 }
 """Class ids of ``detections`` (pystk's object types); other ids (e.g. 255) are kept as unknown objects."""
 
+def class_name(class_id: int) -> str:
+    """A class id's name (``class_<id>`` for ids the dataset does not name)."""
+    return OBJECT_CLASS_NAMES.get(class_id, f"class_{class_id}")
+
+
 REQUIRED_KEYS = ("track", "karts", "detections", "distance_down_track", "velocity")
 
 
@@ -67,7 +72,7 @@ class Detection(NamedTuple):
 
     @property
     def class_name(self) -> str:
-        return OBJECT_CLASS_NAMES.get(self.class_id, f"class_{self.class_id}")
+        return class_name(self.class_id)
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ class ObjectInView:
 
     @property
     def class_name(self) -> str:
-        return OBJECT_CLASS_NAMES.get(self.class_id, f"class_{self.class_id}")
+        return class_name(self.class_id)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""Dataset build at the course's train size: 5,250 frames x 10 views = 52,500 images, ~480k QA pairs.
+
+The split is made of copies: the real reference info files (labels) cycled under new frame ids, and the bundled
+sample's real 150x100 renders cycled as images. It measures wall time and peak memory (RSS of the build process
+and its workers) of ``stk-vqa build`` in a child process, for one process and for ``--num_proc 2``. Baseline
+(named ``num_proc_1``): the same build in one process.
+
+    python benchmarks/bench_build.py [--frames 5250] [--out benchmarks/results/build.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "ut_valid_info"
+SAMPLE_IMAGES = REPO / "stk_vqa" / "data" / "sample" / "train"
+
+
+def make_split(root: Path, frames: int) -> int:
+    infos = sorted(REFERENCE.glob("*_info.json"))
+    images = sorted(SAMPLE_IMAGES.glob("*_im.jpg"))
+    split = root / "train"
+    split.mkdir(parents=True)
+    k = 0
+    for i in range(frames):
+        fid = f"{i:05x}"
+        shutil.copy(infos[i % len(infos)], split / f"{fid}_info.json")
+        for v in range(10):
+            os.link(images[k % len(images)], split / f"{fid}_{v:02d}_im.jpg")  # hard links: no extra disk
+            k += 1
+    return k
+
+
+def run_build(data: Path, out: Path, num_proc: int) -> dict:
+    cmd = [sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(data), "--splits", "train",
+           "--out_dir", str(out), "--num_proc", str(num_proc), "--overwrite"]  # fmt: skip
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    line = next(l for l in result.stdout.splitlines() if "rows written" in l)
+    size = sum(p.stat().st_size for p in (out / "data").glob("*.parquet"))
+    return {"seconds": round(seconds, 1), "peak_rss_mb_max_child": round(max(peak_kb, before) / 1024, 1),
+            "summary": line.strip("= "), "parquet_mb": round(size / 1e6, 1),
+            "shards": len(list((out / "data").glob("*.parquet")))}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=5250)
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "build.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images = make_split(tmp / "data", args.frames)
+        one = run_build(tmp / "data", tmp / "out1", 1)
+        two = run_build(tmp / "data", tmp / "out2", 2)
+    result = {
+        "benchmark": "dataset_build",
+        "frames": args.frames,
+        "images": images,
+        "baseline": "num_proc_1",
+        "num_proc_1": one,
+        "num_proc_2": two,
+        "speedup_num_proc_2": round(one["seconds"] / two["seconds"], 2),
+        "note": "peak RSS is the largest single process (ru_maxrss of children), not the sum over workers",
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    from stk_vqa.fileio import atomic_write_json
+
+    atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
