@@ -340,7 +340,8 @@ def write_split(rows: list[dict], split: str, out: Path, config: BuildConfig, ca
         cache_dir=str(cache_dir),
         split=datasets.NamedSplit(split),
     )
-    image_bytes = sum(os.path.getsize(os.path.join(config.data_dir, f)) for f in {r["image_file"] for r in rows})
+    file_sizes = {f: os.path.getsize(os.path.join(config.data_dir, f)) for f in {r["image_file"] for r in rows}}
+    image_bytes = sum(file_sizes[r["image_file"]] for r in rows)  # every row embeds its own copy of its image
     num_shards = max(1, math.ceil(image_bytes * 1.05 / parse_size(config.max_shard_size)))
     for index in range(num_shards):
         shard = dataset.shard(num_shards, index, contiguous=True)
