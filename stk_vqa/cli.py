@@ -7,6 +7,7 @@ Each sub-command lives in its own module and is imported only when it is asked f
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command name -> ("module", "function", one-line help)
@@ -23,6 +24,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("stk_vqa.evaluation.cli", "ask", "answer one question about one image"),
     "quickstart": ("stk_vqa.quickstart", "quickstart", "build -> train -> evaluate on the bundled sample"),
 }
+
+
+USER_ERRORS = (ValueError, OSError)
+"""Bad input, bad flags, existing or missing files, a failed push: reported as one ``error:`` line
+(``STK_VQA_DEBUG=1`` shows the traceback). The package's input errors (``InfoFileError``, ``RecipeError``, ...)
+are ``ValueError``s; ``HubPushError`` is an ``OSError``."""
 
 
 def _usage() -> str:
@@ -48,7 +55,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     import fire
 
-    fire.Fire(resolve(argv[0]), command=argv[1:], name=f"stk-vqa {argv[0]}")
+    rest = argv[1:]
+    if "--help" in rest or "-h" in rest:
+        rest = ["--", "--help"]  # Fire's own help, also for commands that take **overrides
+    try:
+        fire.Fire(resolve(argv[0]), command=rest, name=f"stk-vqa {argv[0]}")
+    except USER_ERRORS as err:
+        if os.environ.get("STK_VQA_DEBUG"):
+            raise
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -415,7 +415,7 @@ def hub_upload_files(folder: str | os.PathLike) -> list[str]:
     return [f for f in files if f == "README.md" or (f.startswith("data/") and f.endswith(".parquet"))]
 
 
-class HubPushError(RuntimeError):
+class HubPushError(OSError):
     pass
 
 
@@ -457,13 +457,28 @@ def push_dataset_folder(folder: str | os.PathLike, repo_id: str, private: bool =
 
 
 def build_cli(**kwargs: Any) -> None:
-    """Build a Hub-ready DatasetDict from frames in the course layout. Flags: the fields of BuildConfig
-    (e.g. --data_dir data --out_dir out --splits train,valid --group_by_image --balance --grader_style 50)."""
+    """Build a Hub-ready DatasetDict from frames in the course layout."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     unknown = set(kwargs) - set(BuildConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(BuildConfig.__dataclass_fields__)}")
     build(BuildConfig(**kwargs))
+
+
+def _describe_build_cli() -> None:
+    """List BuildConfig's fields in ``build_cli``'s docstring, which ``stk-vqa build --help`` shows.
+
+    The function keeps ``**kwargs`` (not a generated signature) so that an unknown flag is refused before any work,
+    rather than left over by Fire after the build ran."""
+    import dataclasses
+
+    lines = [build_cli.__doc__.strip(), "", "Flags (the fields of BuildConfig):"]
+    for f in dataclasses.fields(BuildConfig):
+        lines.append(f"    --{f.name} (default {f.default!r}): {f.metadata.get('help', '')}")
+    build_cli.__doc__ = "\n".join(lines)
+
+
+_describe_build_cli()
 
 
 def config_dict(config: BuildConfig) -> dict:
