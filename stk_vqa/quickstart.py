@@ -19,6 +19,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 BUNDLED_SAMPLE = PACKAGE_DIR / "data" / "sample"
 REPO_RECIPES = PACKAGE_DIR.parent / "recipes"
 SMOKE_RECIPE = "recipes/smoke_cpu.yaml"
+SMOKE_OVERRIDES = {"learning_rate": "1e-3", "lora_r": "32", "lora_alpha": "64", "logging_steps": "25",
+                   "report_to": "none", "save_strategy": "no", "disable_tqdm": "true"}
+"""On the bundled sample the smoke recipe's lr 5e-3 / r 8 (tuned to memorise a few rows fast) collapsed to one answer
+for every question; lr 1e-3 with r 32 learns the per-question answer prior (measured: 38.1 % = the blind prior,
+vs 19.4 %)."""
 SMOKE_TITLE = (
     "SMOKE RUN: a tiny random-init SmolVLM-architecture stand-in trained for a few steps on the bundled sample. "
     "These numbers show that the pipeline works; they are not SmolVLM's accuracy."
@@ -103,7 +108,7 @@ def quickstart(
     if max_steps is not None:
         argv += ["--max_steps", str(max_steps)]
     if smoke:
-        argv += ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "25"]
+        argv += [item for key, value in SMOKE_OVERRIDES.items() for item in (f"--{key}", value)]
     train(argv)
     print(f"adapter saved to {adapter_dir} ({time.perf_counter() - t:.1f} s)")
 
