@@ -34,5 +34,10 @@ test-render:
 quickstart: install
 	$(BIN)/stk-vqa quickstart $(if $(RECIPE),--recipe $(RECIPE))
 
+# CPU benchmarks (results in benchmarks/results/); benchmarks/gpu.sh is for a CUDA machine.
 bench:
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_train.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_eval.py --n_images 2 --batch_size 9 --device cpu --out benchmarks/results/eval.json
+	$(BIN)/python benchmarks/grouped_rows_leakage.py

@@ -66,7 +66,7 @@ def main():
     result = {
         "benchmark": "qa_generation",
         "frames": args.frames,
-        "views": args.frames * 10,
+        "views_with_questions": len({r["image_file"] for r in ours}),
         "qa_pairs": len(ours),
         "baseline": "reread_per_view (original project: info file re-read per view, 1 process)",
         "baseline_s": round(t_base, 2),

@@ -69,6 +69,7 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--info_dir", default=str(REPO_ROOT.parent / "shared" / "reference" / "ut_valid_info"))
+    parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "grouped_rows_leakage.json"))
     args = parser.parse_args(argv)
     infos = sorted(Path(args.info_dir).glob("*_info.json"))
     if not infos:
@@ -93,6 +94,9 @@ def main(argv=None):
         "fraction": round(sum(leaked.values()) / sum(total.values()), 3),
         "by_family": {f: f"{leaked[f]}/{total[f]}" for f in total},
     }
+    from stk_vqa.fileio import atomic_write_json
+
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 

@@ -13,7 +13,6 @@ atomically renamed folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,8 +27,8 @@ from typing import Any, Iterable, Sequence
 from .balancing import answer_distribution, clevr_balance, format_distribution, grader_style_sample
 from .fileio import atomic_directory
 from .generate import GenerationSummary, iter_split_qa
-from .questions import match_template
-from .scene import COURSE_IMAGE_SIZE, InfoFileError
+from .legacy_qa import read_legacy_qa
+from .scene import InfoFileError, load_frame
 
 logger = logging.getLogger(__name__)
 
@@ -163,27 +162,17 @@ def rows_from_split_folder(
 
 
 def rows_from_legacy_qa_file(path: Path, data_dir: Path) -> list[dict]:
-    """Rows from the original project's ``[{image_file, question, answer}, ...]`` files."""
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InfoFileError(path, "<json>", f"cannot read QA file: {err}") from err
-    if not isinstance(records, list):
-        raise InfoFileError(path, "<root>", "expected a list of {image_file, question, answer}")
+    """Rows from the original project's ``[{image_file, question, answer}, ...]`` files (family from the template,
+    track from the frame's info file when it is beside the image)."""
     tracks: dict[Path, str] = {}
     rows = []
-    for i, rec in enumerate(records):
-        for key in ("image_file", "question", "answer"):
-            if not isinstance(rec, dict) or not isinstance(rec.get(key), (str, int)):
-                raise InfoFileError(path, f"[{i}].{key}", "missing or not a string")
-        image_file = str(rec["image_file"])
-        match = IMAGE_NAME_RE.search(image_file)
+    for rec in read_legacy_qa(path):
+        match = IMAGE_NAME_RE.search(rec.image_file)
         frame_id, view = (match["frame"], int(match["view"])) if match else ("", -1)
-        info = (data_dir / image_file).with_name(f"{frame_id}_info.json")
+        info = (data_dir / rec.image_file).with_name(f"{frame_id}_info.json")
         if info not in tracks:
-            tracks[info] = json.loads(info.read_text()).get("track", "") if match and info.exists() else ""
-        family = rec.get("family") or match_template(str(rec["question"]))[0] or "unknown"
-        rows.append(_meta_row(image_file, str(rec["question"]), str(rec["answer"]), family, frame_id, view,
+            tracks[info] = load_frame(info).track if match and info.exists() else ""
+        rows.append(_meta_row(rec.image_file, rec.question, rec.answer, rec.family or "unknown", frame_id, view,
                               tracks[info], None))
     return rows
 

@@ -70,7 +70,7 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
         "# SuperTuxKart VQA (stk-vqa)",
         "",
         "Image-question-answer pairs about SuperTuxKart race scenes, made by "
-        f"[stk-vqa](https://pypi.org/project/stk-vqa/) {__version__} from frames in the course layout "
+        f"stk-vqa {__version__} from frames in the course layout "
         "(`<frame>_info.json` + `<frame>_<view>_im.jpg`). Labels come from the frames' detections with the "
         "course dataset's rules (kart boxes scaled with truncation, karts under 5 px or outside the image "
         "dropped, ego = the kart nearest the image centre, ties to the first detection).",

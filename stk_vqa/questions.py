@@ -240,7 +240,8 @@ REGION_CLASSES = {2, 3}
 
 @question_family("object_count", templates=("How many {objects} are there in the scenario?",), default=False)
 def _object_count(scene: ViewScene) -> Iterator[tuple[str, str]]:
-    """Visible non-kart objects by class (pickups, nitro, bombs, projectiles, and any unknown class present)."""
+    """Visible non-kart objects by class: pickups, nitro, bombs, projectiles (always asked), and any other
+    non-region class present (e.g. class 7 track objects or an unknown id), asked as "objects of class N"."""
     counts: dict[int, int] = {cid: 0 for cid in COUNTED_OBJECTS}
     for obj in scene.objects:
         if obj.class_id not in REGION_CLASSES:

@@ -24,6 +24,8 @@ REFERENCE_INFO_DIR = REPO_ROOT.parent / "shared" / "reference" / "ut_valid_info"
 @pytest.fixture(scope="session")
 def reference_info_dir() -> Path:
     if not REFERENCE_INFO_DIR.is_dir():
+        if os.environ.get("CI"):  # CI lays shared/ beside the clone: a missing copy must not silently skip tests
+            pytest.fail(f"reference data not found at {REFERENCE_INFO_DIR}")
         pytest.skip(f"reference data not found at {REFERENCE_INFO_DIR}")
     return REFERENCE_INFO_DIR
 

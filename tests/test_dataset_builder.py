@@ -263,3 +263,15 @@ def test_build_from_bundled_rendered_sample_names_box_method(tmp_path):
 def test_card_says_when_boxes_come_from_the_source(course_data, tmp_path):
     out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
     assert "frame(s): `not stated`: boxes as given in the source info files" in (out / "README.md").read_text()
+
+
+def test_legacy_qa_file_with_a_bad_info_file_names_it(tmp_path):
+    (tmp_path / "valid").mkdir()
+    (tmp_path / "valid" / "00000_info.json").write_text("{bad")
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?", "answer": "x"}]))
+    with pytest.raises(InfoFileError, match=r"00000_info.json: field '<json>'"):
+        build(BuildConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), legacy_qa_file=str(qa)))
+    qa.write_text(json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?"}]))
+    with pytest.raises(ValueError, match=r"qa.json: item 0: field 'answer' missing"):
+        build(BuildConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), legacy_qa_file=str(qa)))

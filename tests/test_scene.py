@@ -77,6 +77,16 @@ def test_ego_tie_goes_to_first_in_detection_order():
         assert scene.ego.instance_id == ego_id
 
 
+def test_ego_tie_between_unmirrored_karts():
+    # centres (75+3, 50+4) and (75+5, 50): both exactly 5 px from the image centre (150x100 -> label space x4)
+    a = [1, 0, 4 * 73, 4 * 49, 4 * 83, 4 * 59]  # scaled (73,49,83,59), centre (78, 54)
+    b = [1, 1, 4 * 75, 4 * 45, 4 * 85, 4 * 55]  # scaled (75,45,85,55), centre (80, 50)
+    for order, ego_id in (([a, b], 0), ([b, a], 1)):
+        scene = view_scene(parse_frame(frame_dict([order]), "x/00000_info.json"), 0)
+        assert [k.center for k in scene.karts] in ([(78, 54), (80, 50)], [(80, 50), (78, 54)])
+        assert scene.ego.instance_id == ego_id
+
+
 def test_equal_coordinates_count_as_left_and_back():
     views = [[[1, 0, 280, 180, 320, 220], [1, 1, 280, 180, 320, 220]]]
     scene = view_scene(parse_frame(frame_dict(views), "x/00000_info.json"), 0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from stk_vqa.legacy_qa import LegacyQA, LegacyQAError, read_legacy_qa
 from stk_vqa.questions import match_template
 
 UNKNOWN_FAMILY = "unknown"
@@ -54,9 +55,6 @@ class EvalItem:
     image_file: str = ""
 
 
-# ------------------------------------------------------------------------------------------ templates
-
-
 # ------------------------------------------------------------------------------------------ images
 
 
@@ -80,44 +78,33 @@ def load_legacy_json(qa_json: str | Path, data_dir: str | Path | None = None) ->
     """Items of a legacy ``[{"image_file", "question", "answer"}, ...]`` file (an optional ``family`` is kept)."""
     path = Path(qa_json)
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataSourceError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataSourceError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(records, list):
-        raise DataSourceError(f"{path}: expected a JSON list of {{image_file, question, answer}} objects")
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise DataSourceError(f"{path}: item {i}: expected an object, got {type(rec).__name__}")
-        for key in ("image_file", "question", "answer"):
-            if not isinstance(rec.get(key), str):
-                raise DataSourceError(f"{path}: item {i}: field '{key}' missing or not a string")
+        records = read_legacy_qa(path)
+    except LegacyQAError as err:
+        raise DataSourceError(str(err)) from None
     root = Path(data_dir) if data_dir is not None else _guess_data_dir(path, records)
     items = []
     for i, rec in enumerate(records):
-        family, template = match_template(rec["question"])
-        image_path = root / rec["image_file"]
+        image_path = root / rec.image_file
         items.append(
             EvalItem(
-                question=rec["question"],
-                answer=rec["answer"],
-                family=rec.get("family") or family or UNKNOWN_FAMILY,
-                template=template,
+                question=rec.question,
+                answer=rec.answer,
+                family=rec.family or UNKNOWN_FAMILY,
+                template=rec.template,
                 image_key=str(image_path),
                 image=str(image_path),
                 source=f"{path.name} item {i}",
-                image_file=rec["image_file"],
+                image_file=rec.image_file,
             )
         )
     return items
 
 
-def _guess_data_dir(path: Path, records: Sequence[dict]) -> Path:
+def _guess_data_dir(path: Path, records: Sequence[LegacyQA]) -> Path:
     """The course's layout puts ``valid_grader/x.json`` beside ``valid/`` and names images ``valid/...``."""
     candidates = [path.parent.parent, path.parent]
     for candidate in candidates:
-        if records and (candidate / records[0]["image_file"]).exists():
+        if records and (candidate / records[0].image_file).exists():
             return candidate
     return candidates[0]
 
