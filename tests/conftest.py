@@ -42,20 +42,17 @@ def make_color_chat_dataset(out_dir: Path, n_train: int = 8, n_valid: int = 4, s
     import datasets
     from PIL import Image
 
+    from stk_vqa.dataset_builder import chat_messages, dataset_features
+
     names = list(COLOR_NAMES)
 
     def rows(n: int, offset: int):
-        out = {k: [] for k in ("images", "messages", "question", "answer", "family", "frame_id", "view_index", "track", "image_file")}
+        out = {k: [] for k in dataset_features(group_by_image=False)}
         for i in range(n):
             name = names[(i + offset) % len(names)]
             question = "What color is the image?"
             out["images"].append([Image.new("RGB", (size, size), COLOR_NAMES[name])])
-            out["messages"].append(
-                [
-                    {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": question}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": name}]},
-                ]
-            )
+            out["messages"].append(chat_messages([(question, name)]))
             out["question"].append(question)
             out["answer"].append(name)
             out["family"].append("color")
@@ -63,25 +60,7 @@ def make_color_chat_dataset(out_dir: Path, n_train: int = 8, n_valid: int = 4, s
             out["view_index"].append(0)
             out["track"].append("synthetic")
             out["image_file"].append(f"synthetic/{i + offset:05x}_00_im.jpg")
-        features = datasets.Features(
-            {
-                "images": datasets.Sequence(datasets.Image()),
-                "messages": [
-                    {
-                        "role": datasets.Value("string"),
-                        "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
-                    }
-                ],
-                "question": datasets.Value("string"),
-                "answer": datasets.Value("string"),
-                "family": datasets.Value("string"),
-                "frame_id": datasets.Value("string"),
-                "view_index": datasets.Value("int32"),
-                "track": datasets.Value("string"),
-                "image_file": datasets.Value("string"),
-            }
-        )
-        return datasets.Dataset.from_dict(out, features=features)
+        return datasets.Dataset.from_dict(out, features=dataset_features(group_by_image=False))
 
     out_dir = Path(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
