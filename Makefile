@@ -8,7 +8,7 @@ RECIPE ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow test-gpu test-render quickstart bench lint
+.PHONY: install test test-slow test-gpu test-render quickstart bench lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,16 @@ test-render:
 	$(BIN)/python -m pytest -q -m render
 
 quickstart: install
-	$(BIN)/stk-vqa quickstart $(if $(RECIPE),--recipe $(RECIPE))
+	$(BIN)/stk-vqa quickstart $(if $(RECIPE),--recipe $(RECIPE) --tiny_model false)
+
+# Lint and format check (ruff from the dev extra, inside the venv); `make format` rewrites.
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # CPU benchmarks (results in benchmarks/results/); benchmarks/gpu.sh is for a CUDA machine.
 bench:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "ut_valid_info"
+REFERENCE = REPO / "tests" / "data" / "reference"
 SAMPLE_IMAGES = REPO / "stk_vqa" / "data" / "sample" / "train"
 
 

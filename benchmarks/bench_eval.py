@@ -88,7 +88,9 @@ def main() -> None:
         results["runs"][name] = {**cfg, "max_new_tokens": budget, "seconds": round(seconds, 3),
                                  "answers_per_second": round(len(items) / seconds, 2),
                                  "mean_new_tokens": round(n_tokens / len(items), 2), "peak_gib": peak}  # fmt: skip
-        results["device"] = str(loaded.device) + (f" ({torch.cuda.get_device_name()})" if loaded.device.type == "cuda" else "")
+        results["device"] = str(loaded.device) + (
+            f" ({torch.cuda.get_device_name()})" if loaded.device.type == "cuda" else ""
+        )
         results["dtype"] = str(loaded.dtype)
         print(name, results["runs"][name], flush=True)
         del loaded

@@ -1,7 +1,7 @@
 """QA generation speed on a train-sized split (5,250 frames x 10 views of info files).
 
 Baseline (named ``reread_per_view``): the original project's way, which re-read and re-parsed the info
-file for every view, in one process. Ours: ``stk_vqa.generate.iter_split_qa`` with its defaults (each file
+file for every view, in one process. Ours: ``stk_vqa.data.generate.iter_split_qa`` with its defaults (each file
 parsed once; a process pool from 2 cores up), and in one process for comparison. All make the same QA pairs
 (checked). The split is made of synthetic copies of the real reference info files under new frame ids.
 
@@ -21,12 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from stk_vqa.data.generate import iter_split_qa, qa_records, scan_split  # noqa: E402
+from stk_vqa.data.questions import generate_view_qa  # noqa: E402
+from stk_vqa.data.scene import load_frame  # noqa: E402
 from stk_vqa.fileio import atomic_write_json  # noqa: E402
-from stk_vqa.generate import iter_split_qa, qa_records, scan_split  # noqa: E402
-from stk_vqa.questions import generate_view_qa  # noqa: E402
-from stk_vqa.scene import load_frame  # noqa: E402
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ut_valid_info"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 
 
 def reread_per_view(split_dir: Path) -> list[dict]:
@@ -36,8 +36,14 @@ def reread_per_view(split_dir: Path) -> list[dict]:
         for view in range(num_views):
             frame = load_frame(files.info_path)  # re-read for every view, as the original did
             for p in generate_view_qa(frame, view):
-                records.append({"image_file": f"{split_dir.name}/{files.image_name(view)}", "question": p.question,
-                                "answer": p.answer, "family": p.family})
+                records.append(
+                    {
+                        "image_file": f"{split_dir.name}/{files.image_name(view)}",
+                        "question": p.question,
+                        "answer": p.answer,
+                        "family": p.family,
+                    }
+                )
     return records
 
 

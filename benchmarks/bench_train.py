@@ -40,8 +40,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # runs from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
 
 RECIPE = REPO_ROOT / "recipes" / "smolvlm_lora.yaml"
 BASELINE = "original"
@@ -60,8 +58,18 @@ QA_PAIRS = [
 CONFIGS = {
     "original": {
         "what": "eager attention, LoRA on all linear layers incl. vision tower + connector, per-sample processing",
-        "flags": ["--attn_implementation", "eager", "--lora_scope", "all", "--lora_target_modules", "all-linear",
-                  "--vision_feature_reuse", "false", "--vision_feature_cache", "none"],
+        "flags": [
+            "--attn_implementation",
+            "eager",
+            "--lora_scope",
+            "all",
+            "--lora_target_modules",
+            "all-linear",
+            "--vision_feature_reuse",
+            "false",
+            "--vision_feature_cache",
+            "none",
+        ],
         "per_sample": True,
     },
     "ours_no_cache": {
@@ -101,7 +109,7 @@ def write_dataset(out: Path, n_images: int, grouped: bool, questions_per_image: 
     or grouped rows (one image with ``questions_per_image`` QA turns)."""
     import datasets
 
-    from stk_vqa.dataset_builder import chat_messages
+    from stk_vqa.data.rows import chat_messages
 
     rows = {"images": [], "messages": []}
     for index in range(n_images):
@@ -113,7 +121,10 @@ def write_dataset(out: Path, n_images: int, grouped: bool, questions_per_image: 
         rows["messages"].append(chat_messages(pairs))
     text = datasets.Value("string")
     features = datasets.Features(
-        {"images": datasets.Sequence(datasets.Image()), "messages": [{"role": text, "content": [{"type": text, "text": text}]}]}
+        {
+            "images": datasets.Sequence(datasets.Image()),
+            "messages": [{"role": text, "content": [{"type": text, "text": text}]}],
+        }
     )
     (out / "data").mkdir(parents=True, exist_ok=True)
     datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
@@ -187,8 +198,9 @@ def run_config(args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from stk_vqa import vision_features
-    from stk_vqa.training import build_trainer, parse_recipe
+    from stk_vqa.scripts.sft import build_trainer
+    from stk_vqa.training import vision_features
+    from stk_vqa.training.configs import parse_recipe
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
@@ -210,7 +222,9 @@ def run_config(args) -> dict:
     vision_features.prepare_feature_cache = timed_prepare
     trainer = build_trainer(*parse_recipe(trainer_argv(args, config, dataset, work / f"out-{args.config}", cache)))
     if config.get("per_sample"):
-        trainer.data_collator = PerSampleCollator(trainer.data_collator, trainer.processing_class.tokenizer.pad_token_id)
+        trainer.data_collator = PerSampleCollator(
+            trainer.data_collator, trainer.processing_class.tokenizer.pad_token_id
+        )
     encoded = vision_features.count_encoded_images(trainer.model)
 
     class StepClock(TrainerCallback):
@@ -253,13 +267,16 @@ def build_cache(args) -> dict:
     import torch
     from datasets import load_dataset
 
-    from stk_vqa.training import build_trainer, parse_recipe
-    from stk_vqa.vision_features import prepare_feature_cache
+    from stk_vqa.scripts.sft import build_trainer
+    from stk_vqa.training.configs import parse_recipe
+    from stk_vqa.training.vision_features import prepare_feature_cache
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     work = Path(args.workdir)
-    trainer = build_trainer(*parse_recipe(trainer_argv(args, CONFIGS["ours_no_cache"], work / "per_pair", work / "x", work)))
+    trainer = build_trainer(
+        *parse_recipe(trainer_argv(args, CONFIGS["ours_no_cache"], work / "per_pair", work / "x", work))
+    )
     splits = [load_dataset(str(work / name), split="train") for name in ("per_pair", "grouped")]
     if args.device == "cuda":
         torch.cuda.synchronize()
@@ -279,7 +296,9 @@ def build_cache(args) -> dict:
 
 def child(args, what: str) -> dict:
     command = [sys.executable, __file__, "--child", what, *args.passthrough]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    )
     if args.device == "cpu":
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     print(f"[bench_train] {what} ...", file=sys.stderr, flush=True)
@@ -376,9 +395,7 @@ def main(argv=None):
         "questions_per_image_for_amortisation": len(QA_PAIRS),
         "cache_build": cache_build,
         "results": results,
-        "headline": {
-            name: figures["speedup_vs_original"] for name, figures in results.items() if name != BASELINE
-        },
+        "headline": {name: figures["speedup_vs_original"] for name, figures in results.items() if name != BASELINE},
         "wall_s": round(time.perf_counter() - started, 1),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": platform.machine(),

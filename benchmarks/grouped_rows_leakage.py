@@ -10,65 +10,27 @@ Rules (the project's default families, in the order the builder writes them):
 
 Each derived answer is checked against the real one; only those that match count as leaked.
 
-    python benchmarks/grouped_rows_leakage.py [--info_dir ../shared/reference/ut_valid_info]
+    python benchmarks/grouped_rows_leakage.py [--info_dir tests/data/reference]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-import sys
 from collections import Counter
 from pathlib import Path
 
+from stk_vqa.data.leakage import derivable_from_earlier
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-LEFT_RIGHT = re.compile(r"Is (.+) to the left or right of the ego car\?")
-FRONT_BACK = re.compile(r"Is (.+) in front of or behind the ego car\?")
-RELATIVE = re.compile(r"Where is (.+) relative to the ego car\?")
-COUNTS = {
-    "How many karts are to the left of the ego car?": ("lr", "left"),
-    "How many karts are to the right of the ego car?": ("lr", "right"),
-    "How many karts are in front of the ego car?": ("fb", "front"),
-    "How many karts are behind the ego car?": ("fb", "back"),
-}
-
-
-def derivable_from_earlier(pairs) -> list[bool]:
-    """Per QA pair of one grouped row: is its answer a function of the answers before it (and equal to it)?"""
-    seen = {"lr": {}, "fb": {}}
-    total = None
-    out = []
-    for pair in pairs:
-        question, answer = pair.question, pair.answer
-        derived = None
-        if match := RELATIVE.fullmatch(question):
-            kart = match.group(1)
-            if kart in seen["lr"] and kart in seen["fb"]:
-                derived = f"{seen['fb'][kart]} and {seen['lr'][kart]}"
-        elif question in COUNTS:
-            axis, side = COUNTS[question]
-            if total is not None and len(seen[axis]) == total - 1:
-                derived = str(sum(1 for value in seen[axis].values() if value == side))
-        out.append(derived == answer)
-        if match := LEFT_RIGHT.fullmatch(question):
-            seen["lr"][match.group(1)] = answer
-        elif match := FRONT_BACK.fullmatch(question):
-            seen["fb"][match.group(1)] = answer
-        elif question == "How many karts are there in the scenario?":
-            total = int(answer)
-    return out
 
 
 def main(argv=None):
-    from stk_vqa.questions import generate_view_qa
-    from stk_vqa.scene import load_frame
+    from stk_vqa.data.questions import generate_view_qa
+    from stk_vqa.data.scene import load_frame
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--info_dir", default=str(REPO_ROOT.parent / "shared" / "reference" / "ut_valid_info"))
+    parser.add_argument("--info_dir", default=str(REPO_ROOT / "tests" / "data" / "reference"))
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "grouped_rows_leakage.json"))
     args = parser.parse_args(argv)
     infos = sorted(Path(args.info_dir).glob("*_info.json"))

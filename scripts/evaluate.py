@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Benchmark a base model and LoRA adapters; the same as ``stk-vqa evaluate`` (see ``--help``).
+"""Benchmark a base model and LoRA adapters (the same as ``stk-vqa evaluate``; ``--help`` lists the fields).
 
-    python scripts/evaluate.py --data data/stk-vqa --adapters runs/smolvlm-lora --with_base --out_dir reports/lora
+python scripts/evaluate.py --data data/stk-vqa --adapters runs/smolvlm-lora --with_base --out_dir reports/lora
 """
 
-from stk_vqa.evaluation.cli import evaluate
+from stk_vqa.cli import main
 
 if __name__ == "__main__":
-    import fire
+    import sys
 
-    fire.Fire(evaluate, name="evaluate.py")
+    main(["evaluate", *sys.argv[1:]])

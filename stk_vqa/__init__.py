@@ -1,7 +1,7 @@
 """stk-vqa: SuperTuxKart visual question answering with the Hugging Face ecosystem.
 
-Data flows one way: ``<frame>_info.json`` -> :mod:`stk_vqa.scene` -> :mod:`stk_vqa.questions`
--> rows -> ``DatasetDict`` (:mod:`stk_vqa.dataset_builder`) -> trainer (:mod:`stk_vqa.training`)
+Data flows one way: ``<frame>_info.json`` -> :mod:`stk_vqa.data.scene` -> :mod:`stk_vqa.data.questions`
+-> rows -> ``DatasetDict`` (:mod:`stk_vqa.data.builder`) -> trainer (:mod:`stk_vqa.training`)
 -> adapter -> evaluation report (:mod:`stk_vqa.evaluation`).
 """
 

@@ -22,6 +22,7 @@ encodes and decodes any text losslessly, it is just less compact than SmolLM2's.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # SmolVLM-256M-Instruct's chat template, byte for byte (TRL recognises it and swaps in its training variant with
@@ -142,20 +143,12 @@ SHAPES: dict[str, tuple[dict, dict, int]] = {
 }  # fmt: skip
 
 
-def image_seq_len(image_size: int, patch_size: int, scale_factor: int) -> int:
-    """Number of ``<image>`` tokens one ``image_size`` x ``image_size`` image becomes (no splitting)."""
-    side = image_size // patch_size
-    if image_size % patch_size or side % scale_factor:
-        raise ValueError(
-            f"image_size={image_size} must be a multiple of patch_size*scale_factor={patch_size * scale_factor}"
-        )
-    return (side // scale_factor) ** 2
-
-
 def build_processor(tokenizer, image_size: int, patch_size: int, scale_factor: int):
     """An ``Idefics3Processor`` resizing every image to one ``image_size`` square (``do_image_splitting=False``)."""
     from transformers import Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from stk_vqa.training.model_utils import image_seq_len
 
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,
@@ -220,8 +213,29 @@ def build_model(tokenizer, size: str = "tiny", seed: int = 0):
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).float().eval()
     ids = special_token_ids(tokenizer)
-    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"]
+    )
     return model
+
+
+@dataclass
+class TinyModelConfig:
+    """Save an offline SmolVLM-architecture model + processor to OUT_DIR (loads with ``from_pretrained``)."""
+
+    out_dir: str = field(default="tiny-smolvlm", metadata={"help": "Folder to write (config, weights, processor)."})
+    size: str = field(
+        default="tiny",
+        metadata={
+            "help": "tiny (tests, smoke runs; 128px -> 4 image tokens) or full (SmolVLM-256M's shape, random weights)."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the random weights; the same seed gives the same files."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Processor image side in pixels (default: the shape's own); a multiple of patch_size * 4."},
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Replace OUT_DIR if it exists."})
 
 
 def make_tiny_model(
@@ -245,6 +259,7 @@ def make_tiny_model(
         The folder written.
     """
     from stk_vqa.fileio import atomic_directory
+    from stk_vqa.training.model_utils import image_seq_len
 
     if size not in SHAPES:
         raise ValueError(f"--size {size!r}: expected one of {sorted(SHAPES)}")
@@ -261,4 +276,4 @@ def make_tiny_model(
     return os.fspath(Path(out_dir))
 
 
-__all__ = ["make_tiny_model", "build_tokenizer", "build_processor", "build_config", "build_model", "image_seq_len", "SHAPES"]
+__all__ = ["make_tiny_model", "build_tokenizer", "build_processor", "build_config", "build_model", "SHAPES"]

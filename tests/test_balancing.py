@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stk_vqa.balancing import clevr_balance, clevr_reject, grader_style_sample
+from stk_vqa.data.balancing import clevr_balance, clevr_reject, grader_style_sample
 
 rows_strategy = st.lists(
     st.tuples(st.sampled_from(["count", "side", "name"]), st.sampled_from(["0", "1", "2", "3", "left", "right", "a"])),
@@ -57,7 +57,9 @@ def test_grader_style_sample_properties(rows, n, seed):
     kept = grader_style_sample(rows, n, seed)
     per_family = Counter(r["family"] for r in kept)
     for family in {r["family"] for r in rows}:
-        eligible = [r for r in rows if r["family"] == family and not (family == "directional_count" and r["answer"] == "0")]
+        eligible = [
+            r for r in rows if r["family"] == family and not (family == "directional_count" and r["answer"] == "0")
+        ]
         assert per_family[family] == min(n, len(eligible))
     assert all(r["answer"] != "0" for r in kept if r["family"] == "directional_count")
     assert grader_style_sample(rows, n, seed) == kept

@@ -13,10 +13,12 @@ import datasets
 import pytest
 from PIL import Image
 
-from stk_vqa import dataset_builder
-from stk_vqa.dataset_builder import BuildConfig, HubPushError, build, hub_upload_files, push_dataset_folder
-from stk_vqa.generate import iter_split_qa, qa_records
-from stk_vqa.scene import InfoFileError
+from stk_vqa.data import builder as dataset_builder
+from stk_vqa.data.builder import build
+from stk_vqa.data.configs import BuildConfig
+from stk_vqa.data.generate import iter_split_qa, qa_records
+from stk_vqa.data.hub import HubPushError, hub_upload_files, push_dataset_folder
+from stk_vqa.data.scene import InfoFileError
 
 
 def make_course_folder(root: Path, reference_info_dir: Path, frames: dict[str, int], size=(150, 100)) -> Path:
@@ -29,7 +31,9 @@ def make_course_folder(root: Path, reference_info_dir: Path, frames: dict[str, i
             fid = f"{counter:05x}"
             shutil.copy(infos[counter % len(infos)], root / split / f"{fid}_info.json")
             for v in range(10):
-                Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).save(root / split / f"{fid}_{v:02d}_im.jpg")
+                Image.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3)).save(
+                    root / split / f"{fid}_{v:02d}_im.jpg"
+                )
             counter += 1
     return root
 
@@ -40,18 +44,32 @@ def course_data(tmp_path_factory, reference_info_dir) -> Path:
 
 
 def sha256_tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_build_roundtrip_schema_and_rows(course_data, tmp_path):
     out, report = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds")))
     assert sorted(hub_upload_files(out)) == [
-        "README.md", "data/train-00000-of-00001.parquet", "data/validation-00000-of-00001.parquet",
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "data/validation-00000-of-00001.parquet",
     ]
     ds = datasets.load_dataset(str(out))
     assert set(ds) == {"train", "validation"}
     assert ds["train"].column_names == [
-        "images", "messages", "question", "answer", "family", "frame_id", "view_index", "track", "image_file",
+        "images",
+        "messages",
+        "question",
+        "answer",
+        "family",
+        "frame_id",
+        "view_index",
+        "track",
+        "image_file",
     ]
     # every QA pair of the generator is a row, in order, with the same text
     expected = qa_records(iter_split_qa(course_data / "valid", progress=False))
@@ -83,7 +101,9 @@ def test_build_is_deterministic(course_data, tmp_path):
 
 
 def test_group_by_image(course_data, tmp_path):
-    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "g"), group_by_image=True, splits="valid"))
+    out, _ = build(
+        BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "g"), group_by_image=True, splits="valid")
+    )
     ds = datasets.load_dataset(str(out), split="validation")
     assert len(ds) == 40  # 4 frames x 10 views, every view has a kart
     assert len(set(ds["image_file"])) == len(ds)
@@ -96,8 +116,15 @@ def test_group_by_image(course_data, tmp_path):
 
 @pytest.mark.parametrize("split_by", ["frame", "track"])
 def test_resplit_never_shares_frames_or_tracks(course_data, tmp_path, split_by):
-    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / split_by), split_by=split_by,
-                               validation_fraction=0.3, seed=1))
+    out, _ = build(
+        BuildConfig(
+            data_dir=str(course_data),
+            out_dir=str(tmp_path / split_by),
+            split_by=split_by,
+            validation_fraction=0.3,
+            seed=1,
+        )
+    )
     ds = datasets.load_dataset(str(out))
     key = (lambda r: r["image_file"][:-10]) if split_by == "frame" else (lambda r: r["track"])  # strip _VV_im.jpg
     train = {key(r) for r in ds["train"].remove_columns("images")}
@@ -106,8 +133,9 @@ def test_resplit_never_shares_frames_or_tracks(course_data, tmp_path, split_by):
 
 
 def test_grader_style_and_balance_reported(course_data, tmp_path, capsys):
-    out, report = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "gs"), grader_style=5,
-                                    splits="valid"))
+    out, report = build(
+        BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "gs"), grader_style=5, splits="valid")
+    )
     ds = datasets.load_dataset(str(out), split="validation")
     counts = Counter(ds["family"])
     assert set(counts.values()) == {5}
@@ -138,7 +166,7 @@ def test_failed_build_leaves_nothing_loadable(course_data, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("stk_vqa.dataset_card.write_dataset_card", broken)
+    monkeypatch.setattr("stk_vqa.data.builder.write_dataset_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="valid"))
     assert list(tmp_path.iterdir()) == []  # no out_dir, no leftover partial folder
@@ -155,11 +183,23 @@ def test_existing_output_needs_overwrite(course_data, tmp_path):
 
 def test_legacy_qa_file(course_data, tmp_path):
     legacy = tmp_path / "balanced_qa_pairs.json"
-    legacy.write_text(json.dumps([
-        {"image_file": "valid/00008_00_im.jpg", "question": "What track is this?", "answer": "abyss"},
-        {"image_file": "valid/00008_01_im.jpg", "question": "Is gnu to the left or right of the ego car?", "answer": "left"},
-        {"image_file": "valid/00009_02_im.jpg", "question": "How many karts are behind the ego car?", "answer": "2"},
-    ]))
+    legacy.write_text(
+        json.dumps(
+            [
+                {"image_file": "valid/00008_00_im.jpg", "question": "What track is this?", "answer": "abyss"},
+                {
+                    "image_file": "valid/00008_01_im.jpg",
+                    "question": "Is gnu to the left or right of the ego car?",
+                    "answer": "left",
+                },
+                {
+                    "image_file": "valid/00009_02_im.jpg",
+                    "question": "How many karts are behind the ego car?",
+                    "answer": "2",
+                },
+            ]
+        )
+    )
     out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "legacy"), legacy_qa_file=str(legacy)))
     ds = datasets.load_dataset(str(out), split="validation")
     assert ds["family"] == ["track", "left_right", "directional_count"]
@@ -211,12 +251,15 @@ def test_push_uploads_exactly_the_built_files(course_data, tmp_path, monkeypatch
     for name, data in calls["files"].items():
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(data)
-    assert len(datasets.load_dataset(str(local), split="validation")) == len(datasets.load_dataset(str(out), split="validation"))
+    assert len(datasets.load_dataset(str(local), split="validation")) == len(
+        datasets.load_dataset(str(out), split="validation")
+    )
 
 
 def test_shards_respect_max_size(course_data, tmp_path):
-    out, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="train",
-                               max_shard_size="300KB"))
+    out, _ = build(
+        BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "ds"), splits="train", max_shard_size="300KB")
+    )
     shards = sorted((out / "data").glob("train-*.parquet"))
     assert len(shards) > 1 and shards[0].name.endswith(f"-of-{len(shards):05d}.parquet")
     # each row embeds its own copy of its image, so the estimate counts rows, not distinct files
@@ -231,26 +274,71 @@ def test_build_and_preview_commands(course_data, tmp_path):
     import sys
 
     out = tmp_path / "ds"
-    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(course_data), "--out_dir",
-                             str(out), "--splits", "valid", "--grader_style", "3"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stk_vqa.cli",
+            "build",
+            "--data_dir",
+            str(course_data),
+            "--out_dir",
+            str(out),
+            "--splits",
+            "valid",
+            "--grader_style",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     pairs = len(qa_records(iter_split_qa(course_data / "valid", progress=False)))
     assert f"validation: {pairs} QA rows -> 21 rows written" in result.stdout  # 7 families x 3
-    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "preview", "--dataset", str(out), "--data_dir",
-                             str(course_data), "--out_dir", str(tmp_path / "prev"), "--num_rows", "4"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stk_vqa.cli",
+            "preview",
+            "--dataset",
+            str(out),
+            "--data_dir",
+            str(course_data),
+            "--out_dir",
+            str(tmp_path / "prev"),
+            "--num_rows",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     grid = Image.open(tmp_path / "prev" / "preview.png")
     assert grid.width >= 4 * 450
     html = (tmp_path / "prev" / "index.html").read_text()
     assert html.count("<figure>") == 4 and "images/000.png" in html
-    result = subprocess.run([sys.executable, "-m", "stk_vqa.cli", "build", "--data_dir", str(course_data),
-                             "--out_dir", str(tmp_path / "x"), "--bogus", "1"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stk_vqa.cli",
+            "build",
+            "--data_dir",
+            str(course_data),
+            "--out_dir",
+            str(tmp_path / "x"),
+            "--bogus",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "bogus" in result.stderr
 
 
 def test_build_from_bundled_rendered_sample_names_box_method(tmp_path):
-    sample = Path(dataset_builder.__file__).parent / "data" / "sample"
+    sample = Path(dataset_builder.__file__).parent / "sample"
     out, report = build(BuildConfig(data_dir=str(sample), out_dir=str(tmp_path / "ds")))
     assert report.rows_after["train"] > 100 and report.rows_after["validation"] > 50
     assert set(report.box_methods) == {"chase-camera-model+depth-test"}
@@ -269,7 +357,9 @@ def test_legacy_qa_file_with_a_bad_info_file_names_it(tmp_path):
     (tmp_path / "valid").mkdir()
     (tmp_path / "valid" / "00000_info.json").write_text("{bad")
     qa = tmp_path / "qa.json"
-    qa.write_text(json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?", "answer": "x"}]))
+    qa.write_text(
+        json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?", "answer": "x"}])
+    )
     with pytest.raises(InfoFileError, match=r"00000_info.json: field '<json>'"):
         build(BuildConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), legacy_qa_file=str(qa)))
     qa.write_text(json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?"}]))

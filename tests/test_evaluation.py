@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stk_vqa.evaluation.cli import ask, run_evaluation
+from stk_vqa.evaluation.configs import AskConfig, EvalConfig
 from stk_vqa.evaluation.inference import generate_answers, supports_feature_reuse
 from stk_vqa.evaluation.items import DataSourceError, load_items
 from stk_vqa.evaluation.models import ModelSourceError, load_models
@@ -36,11 +37,11 @@ def test_trained_adapter_scores_100_and_is_compared_side_by_side(
     tmp_path, tiny_model_dir, color_chat_dataset_dir, trained_color_adapter_dir, random_adapter_dir
 ):
     out = tmp_path / "report"
-    results = run_evaluation(
-        str(color_chat_dataset_dir), model=str(tiny_model_dir), split="train", out_dir=str(out),
+    results = run_evaluation(EvalConfig(
+        data=str(color_chat_dataset_dir), model=str(tiny_model_dir), split="train", out_dir=str(out),
         adapters=[str(trained_color_adapter_dir), f"noise={random_adapter_dir}"], with_base=True, batch_size=3,
         progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     models = results["models"]
     assert list(models) == ["blind_prior", "base", "color-lora", "noise"]
     assert [m["kind"] for m in models.values()] == ["prior", "base", "adapter", "adapter"]
@@ -102,7 +103,11 @@ def test_prompts_spliced_per_image_equal_the_processors_own(image_size):
     processor = build_processor(build_tokenizer(), image_size, 16, 4)
     processor.tokenizer.padding_side = "left"
     images = [Image.new("RGB", (150, 100), (200, 40, 10)), Image.new("RGB", (90, 120), (0, 90, 250))]
-    questions = ["What kart is the ego car?", "Where is sara_the_wizard relative to the ego car?", "What track is this?"]
+    questions = [
+        "What kart is the ego car?",
+        "Where is sara_the_wizard relative to the ego car?",
+        "What track is this?",
+    ]
     image_of_row = [0, 1, 0]
     spliced = build_inputs_per_image(processor, questions, images, image_of_row)
     whole = build_inputs_per_question(processor, questions, images, image_of_row)
@@ -124,7 +129,9 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, tiny_model_dir, tra
     records = []
     for i, (colour, rgb) in enumerate([("red", (220, 30, 30)), ("blue", (30, 30, 220))]):
         Image.new("RGB", (64, 64), rgb).save(data / "valid" / f"{i:05x}_00_im.jpg")
-        records.append({"image_file": f"valid/{i:05x}_00_im.jpg", "question": "What color is the image?", "answer": colour})
+        records.append(
+            {"image_file": f"valid/{i:05x}_00_im.jpg", "question": "What color is the image?", "answer": colour}
+        )
     (data / "valid" / "00002_00_im.jpg").write_bytes(b"\xff\xd8 truncated")
     records.append({"image_file": "valid/00002_00_im.jpg", "question": "What color is the image?", "answer": "red"})
     records.append({"image_file": "valid/00003_00_im.jpg", "question": "What color is the image?", "answer": "blue"})
@@ -147,11 +154,20 @@ def test_ask_answers_one_question(tmp_path, tiny_model_dir, trained_color_adapte
 
     image = tmp_path / "green.png"
     Image.new("RGB", (64, 64), (30, 200, 30)).save(image)
-    assert ask(str(image), "What color is the image?", adapter=str(trained_color_adapter_dir)) == "green"
-    answer = ask(str(image), "What color is the image?", model=str(tiny_model_dir), max_new_tokens=3)
+    assert (
+        ask(AskConfig(image=str(image), question="What color is the image?", adapter=str(trained_color_adapter_dir)))
+        == "green"
+    )
+    answer = ask(
+        AskConfig(image=str(image), question="What color is the image?", model=str(tiny_model_dir), max_new_tokens=3)
+    )
     assert isinstance(answer, str) and answer != "green"
-    with pytest.raises(SystemExit, match="absent.png"):
-        ask(str(tmp_path / "absent.png"), "What color is the image?", model=str(tiny_model_dir))
+    with pytest.raises(ValueError, match="absent.png"):
+        ask(
+            AskConfig(
+                image=str(tmp_path / "absent.png"), question="What color is the image?", model=str(tiny_model_dir)
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -189,7 +205,9 @@ def test_adapter_of_another_base_model_fails_clearly(tmp_path, tiny_model_dir, t
     torch.manual_seed(0)
     narrow = Idefics3ForConditionalGeneration(config)
     narrow_adapter = tmp_path / "narrow-lora"
-    get_peft_model(narrow, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(narrow_adapter)
+    get_peft_model(narrow, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(
+        narrow_adapter
+    )
     adapter_config = json.loads((narrow_adapter / "adapter_config.json").read_text())
     adapter_config["base_model_name_or_path"] = str(tiny_model_dir)
     (narrow_adapter / "adapter_config.json").write_text(json.dumps(adapter_config))

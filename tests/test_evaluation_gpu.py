@@ -18,15 +18,16 @@ def test_trained_adapter_scores_100_on_cuda_bf16_with_and_without_vision_reuse(
     tmp_path, tiny_model_dir, color_chat_dataset_dir, trained_color_adapter_dir
 ):
     from stk_vqa.evaluation.cli import run_evaluation
+    from stk_vqa.evaluation.configs import EvalConfig
     from stk_vqa.evaluation.inference import generate_answers
     from stk_vqa.evaluation.items import load_items
     from stk_vqa.evaluation.models import load_models
 
-    results = run_evaluation(
-        str(color_chat_dataset_dir), model=str(tiny_model_dir), adapters=[str(trained_color_adapter_dir)],
+    results = run_evaluation(EvalConfig(
+        data=str(color_chat_dataset_dir), model=str(tiny_model_dir), adapters=[str(trained_color_adapter_dir)],
         split="train", out_dir=str(tmp_path / "report"), with_base=True, device="cuda", dtype="bfloat16",
         progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert results["timing"]["device"].startswith("cuda") and results["timing"]["dtype"] == "bfloat16"
     assert results["models"]["color-lora"]["overall"]["exact_accuracy"] == 1.0
 

@@ -182,7 +182,9 @@ def _write_course_layout(root: Path, n_good: int = 3) -> Path:
     for i in range(n_good):
         name = f"valid/{i:05x}_00_im.jpg"
         Image.new("RGB", (150, 100), (10 * i, 20, 30)).save(root / name)
-        records.append({"image_file": name, "question": "Is kiki to the left or right of the ego car?", "answer": "left"})
+        records.append(
+            {"image_file": name, "question": "Is kiki to the left or right of the ego car?", "answer": "left"}
+        )
         records.append({"image_file": name, "question": "How many karts are there in the scenario?", "answer": str(i)})
     (root / "valid/0000f_00_im.jpg").write_bytes(b"not a jpeg")
     records.append({"image_file": "valid/0000f_00_im.jpg", "question": "What track is this?", "answer": "abyss"})
@@ -250,7 +252,10 @@ def test_grouped_rows_give_one_item_per_turn(tmp_path):
     messages = []
     for k, (q, a) in enumerate(turns):
         content = ([{"type": "image", "text": None}] if k == 0 else []) + [{"type": "text", "text": q}]
-        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": a}]}]
+        messages += [
+            {"role": "user", "content": content},
+            {"role": "assistant", "content": [{"type": "text", "text": a}]},
+        ]
     ds = datasets.Dataset.from_dict(
         {
             "images": [[Image.new("RGB", (30, 20), (1, 2, 3))]],

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stk_vqa.generate import GenerationSummary, iter_split_qa, qa_records, scan_split
-from stk_vqa.scene import InfoFileError
+from stk_vqa.data.generate import GenerationSummary, iter_split_qa, qa_records, scan_split
+from stk_vqa.data.scene import InfoFileError
 
 
 @pytest.fixture()
@@ -53,7 +53,7 @@ def test_generate_does_not_import_torch(valid_split):
     code = (
         "import sys; from stk_vqa.cli import main; "
         f"main(['generate', '--data_split', 'valid', '--data_dir', {str(valid_split.parent)!r}, '--progress', 'False']); "
-        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules and 'datasets' not in sys.modules"
+        "assert 'torch' not in sys.modules and 'datasets' not in sys.modules and 'transformers.modeling_utils' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -118,8 +118,9 @@ def test_parallel_equals_serial(valid_split, reference_info_dir):
 def test_check_command_prints_scene_and_saves_png(valid_split, tmp_path):
     Image.new("RGB", (150, 100), (10, 120, 10)).save(valid_split / "00000_00_im.jpg")
     out = tmp_path / "check.png"
-    result = run_cli("check", "--info_file", str(valid_split / "00000_info.json"), "--view_index", "0",
-                     "--output_file", str(out))
+    result = run_cli(
+        "check", "--info_file", str(valid_split / "00000_info.json"), "--view_index", "0", "--output_file", str(out)
+    )
     assert result.returncode == 0, result.stderr
     assert "EGO" in result.stdout and "gnu" in result.stdout
     assert "[left_right] Is beastie to the left or right of the ego car? -> right" in result.stdout

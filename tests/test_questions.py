@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from test_scene import frame_dict, kart_views, sizes
 
-from stk_vqa.questions import (
+from stk_vqa.data.questions import (
     FAMILIES,
     default_family_names,
     generate_scene_qa,
@@ -17,9 +17,7 @@ from stk_vqa.questions import (
     resolve_families,
     speed_bucket,
 )
-from stk_vqa.scene import load_frame, parse_frame, view_scene
-
-from test_scene import frame_dict, kart_views, sizes
+from stk_vqa.data.scene import load_frame, parse_frame, view_scene
 
 
 def qa_dict(pairs):
@@ -49,7 +47,13 @@ def test_view_without_karts_gets_no_questions():
 
 def test_default_families_are_the_course_ones_and_extensions_are_off():
     assert default_family_names() == [
-        "ego_kart", "kart_count", "track", "left_right", "front_back", "relative_position", "directional_count",
+        "ego_kart",
+        "kart_count",
+        "track",
+        "left_right",
+        "front_back",
+        "relative_position",
+        "directional_count",
     ]
     assert {"nearest_kart", "race_leader", "ego_speed", "object_count"} <= set(FAMILIES) - set(default_family_names())
 
@@ -66,6 +70,7 @@ def test_resolve_families_selection():
 def test_registering_a_family_is_one_decorated_function():
     name = "test_only_kart_names"
     try:
+
         @question_family(name, templates=("Is {kart} visible?",), default=False)
         def _visible(scene):
             for kart in scene.karts:
@@ -127,7 +132,14 @@ def test_property_extension_answers_are_consistent(dets, size):
 
 def test_speed_buckets():
     assert [speed_bucket(s) for s in (0.0, 0.99, 1.0, 9.99, 10.0, 19.9, 20.0, 80.0)] == [
-        "stopped", "stopped", "slow", "slow", "medium", "medium", "fast", "fast",
+        "stopped",
+        "stopped",
+        "slow",
+        "slow",
+        "medium",
+        "medium",
+        "fast",
+        "fast",
     ]
 
 

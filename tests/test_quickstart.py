@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from stk_vqa.quickstart import SMOKE_TITLE, quickstart
+from stk_vqa.quickstart import SMOKE_TITLE, QuickstartConfig, quickstart
 
 
 def test_quickstart_end_to_end_on_the_bundled_sample(tmp_path, capsys):
-    report_dir = quickstart(work_dir=str(tmp_path / "qs"))
+    report_dir = quickstart(QuickstartConfig(work_dir=str(tmp_path / "qs")))
     out = capsys.readouterr().out
     assert "1/4 dataset" in out and "4/4 evaluation" in out and "SMOKE RUN" in out
     results = json.loads((tmp_path / "qs" / "report" / "results.json").read_text())

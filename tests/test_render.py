@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 import stk_vqa
-from stk_vqa.questions import generate_view_qa
+from stk_vqa.data.questions import generate_view_qa
 from stk_vqa.render import frame_writer, kart_boxes
 from stk_vqa.render.cli import plan_races
 from stk_vqa.render.game_data import GameNotInstalled, check_installed, prepare_datadir
-from stk_vqa.scene import load_frame
+from stk_vqa.data.scene import load_frame
 
 SAMPLE_DIR = Path(stk_vqa.__file__).parent / "data" / "sample"
 COURSE_KEYS = ["track", "karts", "detections", "distance_down_track", "velocity"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stk_vqa.scene import (
+from stk_vqa.data.scene import (
     Detection,
     InfoFileError,
     ScaledBox,
@@ -59,12 +59,14 @@ def test_truncation_not_rounding():
 
 
 def test_outside_and_size_rules():
-    views = [[
-        [1, 0, 200, 160, 400, 240],  # kept, at the centre
-        [1, 1, -100, 10, -8, 60],  # x2 = int(-2.0) < 0: dropped (-2 would truncate to 0 and stay)
-        [1, 2, 700, 10, 800, 60],  # x1 > W: dropped
-        [1, 3, 0, 0, 19, 40],  # scaled width 4: dropped
-    ]]
+    views = [
+        [
+            [1, 0, 200, 160, 400, 240],  # kept, at the centre
+            [1, 1, -100, 10, -8, 60],  # x2 = int(-2.0) < 0: dropped (-2 would truncate to 0 and stay)
+            [1, 2, 700, 10, 800, 60],  # x1 > W: dropped
+            [1, 3, 0, 0, 19, 40],  # scaled width 4: dropped
+        ]
+    ]
     scene = view_scene(parse_frame(frame_dict(views), "x/00000_info.json"), 0)
     assert [k.instance_id for k in scene.karts] == [0]
 

@@ -48,7 +48,9 @@ def test_special_tokens_and_ids_agree_between_tokenizer_and_model(loaded):
 def test_chat_template_renders_like_smolvlm(loaded):
     _, processor = loaded
     text = processor.apply_chat_template(_messages("What color is the image?", "red"))
-    assert text == "<|im_start|>User:<image>What color is the image?<end_of_utterance>\nAssistant: red<end_of_utterance>\n"
+    assert (
+        text == "<|im_start|>User:<image>What color is the image?<end_of_utterance>\nAssistant: red<end_of_utterance>\n"
+    )
     prompt = processor.apply_chat_template(_messages("What color is the image?"), add_generation_prompt=True)
     assert prompt.endswith("<end_of_utterance>\nAssistant:")
 
@@ -107,7 +109,8 @@ def test_full_shape_is_smolvlm_256m():
     import torch
     from transformers import Idefics3ForConditionalGeneration
 
-    from stk_vqa.tiny_model import build_config, build_tokenizer, image_seq_len
+    from stk_vqa.tiny_model import build_config, build_tokenizer
+    from stk_vqa.training.model_utils import image_seq_len
 
     config = build_config(build_tokenizer(), size="full")
     with torch.device("meta"):  # shape only, no 1 GB of random weights

@@ -71,10 +71,12 @@ def unique_rows_dataset_dir(color_chat_dataset_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, color_chat_dataset_dir, tmp_path_factory):
     """The smoke recipe (30 steps) on the 8-row colour set, evaluated on its 4 validation rows."""
-    from stk_vqa.training import train
+    from stk_vqa.scripts.sft import train
 
     output_dir = tmp_path_factory.mktemp("smoke") / "run"
-    argv = smoke_argv(tiny_model_dir, color_chat_dataset_dir, output_dir, "--eval_strategy", "steps", "--eval_steps", "15")
+    argv = smoke_argv(
+        tiny_model_dir, color_chat_dataset_dir, output_dir, "--eval_strategy", "steps", "--eval_steps", "15"
+    )
     return train(argv)
 
 
@@ -83,7 +85,8 @@ def trained(tiny_model_dir, color_chat_dataset_dir, tmp_path_factory):
 
 
 def _built_trainer(tiny_model_dir, dataset_dir, tmp_path, *extra):
-    from stk_vqa.training import build_trainer, parse_recipe
+    from stk_vqa.scripts.sft import build_trainer
+    from stk_vqa.training.configs import parse_recipe
 
     return build_trainer(*parse_recipe(smoke_argv(tiny_model_dir, dataset_dir, tmp_path / "out", *extra)))
 
@@ -103,7 +106,10 @@ def test_labels_cover_only_the_answers_and_their_end_of_utterance(tiny_model_dir
     trainer = _built_trainer(tiny_model_dir, color_chat_dataset_dir, tmp_path)
     tok = trainer.processing_class.tokenizer
     examples = [
-        {"images": [_image()], "messages": [_turn("user", "What color is the image?", True), _turn("assistant", "red")]},
+        {
+            "images": [_image()],
+            "messages": [_turn("user", "What color is the image?", True), _turn("assistant", "red")],
+        },
         {  # a grouped row: two QA turns about one image
             "images": [_image((30, 30, 200))],
             "messages": [
@@ -132,7 +138,10 @@ def test_labels_cover_only_the_answers_and_their_end_of_utterance(tiny_model_dir
         trained_text.append(runs)
         image_positions = ids == trainer.model.config.image_token_id
         assert image_positions.sum() == 4 and not kept[image_positions].any()
-    assert trained_text == [[" red<end_of_utterance>\n"], [" front and left<end_of_utterance>\n", " 3<end_of_utterance>\n"]]
+    assert trained_text == [
+        [" red<end_of_utterance>\n"],
+        [" front and left<end_of_utterance>\n", " 3<end_of_utterance>\n"],
+    ]
     # Nothing of the prompt: no "User", "Assistant:" or question token is trained.
     assert all("What" not in run and "Assistant" not in run for runs in trained_text for run in runs)
 
@@ -146,8 +155,9 @@ def test_lora_wraps_only_the_text_model_and_vision_stays_frozen(tiny_model_dir, 
     assert {name.rsplit(".", 1)[1] for name in lora_modules} == projections
     assert len(lora_modules) == 2 * len(projections)  # 2 layers
 
-    everywhere = _built_trainer(tiny_model_dir, color_chat_dataset_dir, tmp_path, "--lora_scope", "all",
-                                 "--vision_feature_reuse", "false")  # reuse needs a frozen vision tower
+    everywhere = _built_trainer(
+        tiny_model_dir, color_chat_dataset_dir, tmp_path, "--lora_scope", "all", "--vision_feature_reuse", "false"
+    )  # reuse needs a frozen vision tower
     names = [name for name, p in everywhere.model.named_parameters() if p.requires_grad]
     assert any(".vision_model." in name for name in names)
 
@@ -156,7 +166,9 @@ def test_image_size_field_sets_processor_and_image_tokens(tiny_model_dir, color_
     trainer = _built_trainer(tiny_model_dir, color_chat_dataset_dir, tmp_path, "--image_size", "64")
     processor = trainer.processing_class
     assert processor.image_seq_len == 1 and processor.image_processor.do_image_splitting is False
-    batch = trainer.data_collator([{"images": [_image()], "messages": [_turn("user", "Q?", True), _turn("assistant", "red")]}])
+    batch = trainer.data_collator(
+        [{"images": [_image()], "messages": [_turn("user", "Q?", True), _turn("assistant", "red")]}]
+    )
     assert batch["pixel_values"].shape[-2:] == (64, 64)
     assert int((batch["input_ids"] == trainer.model.config.image_token_id).sum()) == 1
 
@@ -227,7 +239,7 @@ def test_saved_adapter_reloads_to_identical_logits_and_answers(trained, tiny_mod
         inputs = processor(images=row["images"], text=[prompt], return_tensors="pt")
         with torch.no_grad():
             generated = reloaded.generate(**inputs, max_new_tokens=4, do_sample=False)
-        answer = processor.decode(generated[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        answer = processor.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert answer.strip() == row["answer"]
 
 
@@ -260,7 +272,7 @@ def test_resume_after_kill_reaches_the_same_adapter(tiny_model_dir, color_chat_d
     import torch
     from safetensors.torch import load_file
 
-    from stk_vqa.training import train
+    from stk_vqa.scripts.sft import train
 
     steps = ["--max_steps", "80", "--save_steps", "5", "--save_total_limit", "3"]
     killed = tmp_path / "killed"
@@ -282,7 +294,9 @@ def test_resume_after_kill_reaches_the_same_adapter(tiny_model_dir, color_chat_d
     assert process.returncode == -signal.SIGKILL
     assert not (killed / "checkpoint-80").exists() and not (killed / "adapter_model.safetensors").exists()
 
-    resumed = train(smoke_argv(tiny_model_dir, color_chat_dataset_dir, killed, *steps, "--resume_from_checkpoint", "last"))
+    resumed = train(
+        smoke_argv(tiny_model_dir, color_chat_dataset_dir, killed, *steps, "--resume_from_checkpoint", "last")
+    )
     assert resumed.state.global_step == 80
     logged_steps = [entry["step"] for entry in resumed.state.log_history if "loss" in entry]
     assert logged_steps == list(range(1, 81))  # history carried over from the checkpoint, no step twice
@@ -296,7 +310,7 @@ def test_resume_after_kill_reaches_the_same_adapter(tiny_model_dir, color_chat_d
 
 
 def test_last_complete_checkpoint_skips_a_partial_one(tmp_path):
-    from stk_vqa.training import last_complete_checkpoint
+    from stk_vqa.training.artifacts import last_complete_checkpoint
 
     for step, complete in ((5, True), (10, True), (15, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -325,16 +339,22 @@ def test_cli_train_alias_passes_overrides(tiny_model_dir, color_chat_dataset_dir
 
 @pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_parse(recipe):
-    from stk_vqa.training import parse_recipe
+    import torch
 
-    script_args, training_args, model_args = parse_recipe([str(recipe)])
+    from stk_vqa.training.configs import parse_recipe
+
+    # GPU recipes say bf16: true, which SFTConfig refuses on a machine without CUDA; everything else parses as written
+    gpu_recipe = "\nbf16: true" in recipe.read_text()
+    on_cpu = [] if torch.cuda.is_available() or not gpu_recipe else ["--bf16", "false"]
+    script_args, training_args, model_args = parse_recipe([str(recipe), *on_cpu])
+    assert training_args.bf16 == (gpu_recipe and not on_cpu)
     assert script_args.dataset_name and model_args.model_name_or_path and model_args.use_peft
     assert training_args.assistant_only_loss and script_args.lora_scope == "text"
     assert "tensorboard" in training_args.report_to
 
 
 def test_command_line_overrides_recipe_and_config_flag_is_equivalent():
-    from stk_vqa.training import parse_recipe
+    from stk_vqa.training.configs import parse_recipe
 
     positional = parse_recipe([str(SMOKE_RECIPE), "--learning_rate", "0.1", "--lora_r", "4"])
     flag = parse_recipe(["--config", str(SMOKE_RECIPE), "--learning_rate", "0.1", "--lora_r", "4"])
@@ -356,7 +376,7 @@ def test_command_line_overrides_recipe_and_config_flag_is_equivalent():
     ],
 )
 def test_bad_recipe_field_is_named(tmp_path, line, message):
-    from stk_vqa.training import RecipeError, parse_recipe
+    from stk_vqa.training.configs import RecipeError, parse_recipe
 
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(SMOKE_RECIPE.read_text() + "\n" + line + "\n")
@@ -367,7 +387,8 @@ def test_bad_recipe_field_is_named(tmp_path, line, message):
 def test_dataset_without_images_column_is_refused(tiny_model_dir, color_chat_dataset_dir, tmp_path):
     from datasets import load_dataset
 
-    from stk_vqa.training import RecipeError, build_trainer, parse_recipe
+    from stk_vqa.scripts.sft import build_trainer
+    from stk_vqa.training.configs import RecipeError, parse_recipe
 
     text_only = tmp_path / "text_only"
     (text_only / "data").mkdir(parents=True)
@@ -385,7 +406,7 @@ def test_dataset_without_images_column_is_refused(tiny_model_dir, color_chat_dat
 def test_cli_errors_are_one_line_not_a_traceback(tiny_model_dir, color_chat_dataset_dir, tmp_path, capsys):
     import torch
 
-    from stk_vqa.training import main
+    from stk_vqa.scripts.sft import cli as main
 
     if torch.cuda.is_available():
         pytest.skip("checks the message shown where CUDA is missing")

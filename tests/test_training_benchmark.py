@@ -15,12 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_leakage_rules_find_answers_implied_by_earlier_turns():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        from grouped_rows_leakage import derivable_from_earlier
-    finally:
-        sys.path.remove(str(REPO_ROOT / "benchmarks"))
-    from stk_vqa.questions import QAPair
+    from stk_vqa.data.leakage import derivable_from_earlier
+    from stk_vqa.data.questions import QAPair
 
     row = [
         ("How many karts are there in the scenario?", "3", "kart_count"),
@@ -47,10 +43,13 @@ def test_gpu_script_dry_run_on_cpu_writes_ratios_against_the_baseline(tmp_path):
     figures = json.loads((tmp_path / "train_cpu.json").read_text())
     results = figures["results"]
     assert figures["baseline"] == "original" and set(results) == {
-        "original", "ours_no_cache", "ours_cache", "ours_grouped_cache"
+        "original",
+        "ours_no_cache",
+        "ours_cache",
+        "ours_grouped_cache",
     }
     assert results["original"]["speedup_vs_original"] == 1.0
-    for name, entry in results.items():
+    for _name, entry in results.items():
         assert entry["qa_pairs_per_s"] > 0 and entry["peak_rss_mb"] > 100
         assert entry["speedup_vs_original"] == pytest.approx(
             entry["qa_pairs_per_s"] / results["original"]["qa_pairs_per_s"], rel=0.01

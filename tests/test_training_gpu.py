@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_training import BLIND_LOSS, REPO_ROOT, free_port, smoke_argv, subprocess_env
 
 pytestmark = pytest.mark.gpu
@@ -38,9 +37,11 @@ def _losses(trainer) -> list[float]:
 def test_bf16_training_on_gpu_learns_and_saves(tiny_model_dir, color_chat_dataset_dir, tmp_path):
     import torch
 
-    from stk_vqa.training import train
+    from stk_vqa.scripts.sft import train
 
-    trainer = train(smoke_argv(tiny_model_dir, color_chat_dataset_dir, tmp_path / "bf16", *GPU_FLAGS, "--max_steps", "40"))
+    trainer = train(
+        smoke_argv(tiny_model_dir, color_chat_dataset_dir, tmp_path / "bf16", *GPU_FLAGS, "--max_steps", "40")
+    )
     base_weight = next(p for n, p in trainer.model.named_parameters() if "embed_tokens" in n)
     assert base_weight.dtype == torch.bfloat16 and base_weight.device.type == "cuda"
     losses = _losses(trainer)
@@ -54,13 +55,15 @@ def test_qlora_4bit_trains_and_adapter_reloads(tiny_model_dir, color_chat_datase
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from stk_vqa.training import train
+    from stk_vqa.scripts.sft import train
 
     out = tmp_path / "qlora"
     argv = smoke_argv(tiny_model_dir, color_chat_dataset_dir, out, *GPU_FLAGS, "--load_in_4bit", "true",
                       "--bnb_4bit_quant_type", "nf4", "--max_steps", "40")  # fmt: skip
     trainer = train(argv)
-    text_linears = [m for n, m in trainer.model.named_modules() if n.endswith("text_model.layers.0.self_attn.q_proj.base_layer")]
+    text_linears = [
+        m for n, m in trainer.model.named_modules() if n.endswith("text_model.layers.0.self_attn.q_proj.base_layer")
+    ]
     assert text_linears and isinstance(text_linears[0], bnb.nn.Linear4bit)
     losses = _losses(trainer)
     assert sum(losses[-5:]) / 5 < losses[0] / 2
@@ -109,8 +112,8 @@ def test_lora_recipe_on_the_full_size_shape(color_chat_dataset_dir, tmp_path):
     """The real recipe (512px -> 64 image tokens, batch 8) on SmolVLM-256M's exact shape, a few steps."""
     import torch
 
+    from stk_vqa.scripts.sft import train
     from stk_vqa.tiny_model import make_tiny_model
-    from stk_vqa.training import train
 
     model_dir = make_tiny_model(tmp_path / "full", size="full")
     torch.cuda.reset_peak_memory_stats()
@@ -123,4 +126,3 @@ def test_lora_recipe_on_the_full_size_shape(color_chat_dataset_dir, tmp_path):
     assert trainer.state.global_step == 3 and all(loss == loss for loss in _losses(trainer))  # no NaN
     assert torch.cuda.max_memory_allocated() < 20 * 2**30
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
-

@@ -1,4 +1,4 @@
-"""Vision-feature reuse (stk_vqa.vision_features): in-batch reuse and the offline cache give the same loss and the
+"""Vision-feature reuse (stk_vqa.training.vision_features): in-batch reuse and the offline cache give the same loss and the
 same LoRA gradients as encoding every row's image, on the tiny offline model (CPU)."""
 
 from __future__ import annotations
@@ -42,14 +42,19 @@ def save_rows(out: Path, splits: dict[str, list[dict]]) -> Path:
         {
             "images": datasets.Sequence(datasets.Image()),
             "messages": [
-                {"role": datasets.Value("string"), "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}
+                {
+                    "role": datasets.Value("string"),
+                    "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                }
             ],
         }
     )
     (out / "data").mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         table = {"images": [r["images"] for r in rows], "messages": [r["messages"] for r in rows]}
-        datasets.Dataset.from_dict(table, features=features).to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
+        datasets.Dataset.from_dict(table, features=features).to_parquet(
+            str(out / "data" / f"{split}-00000-of-00001.parquet")
+        )
     return out
 
 
@@ -62,7 +67,8 @@ def shared_images_dataset_dir(tmp_path_factory) -> Path:
 
 
 def build(tiny_model_dir, dataset_dir, out: Path, *extra: str):
-    from stk_vqa.training import build_trainer, parse_recipe
+    from stk_vqa.scripts.sft import build_trainer
+    from stk_vqa.training.configs import parse_recipe
 
     argv = [str(SMOKE_RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(dataset_dir),
             "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true", *extra]  # fmt: skip
@@ -79,7 +85,7 @@ def lora_parameters(model) -> dict:
 def test_distinct_rows_finds_duplicates_in_first_occurrence_order():
     import torch
 
-    from stk_vqa.vision_features import distinct_rows
+    from stk_vqa.training.vision_features import distinct_rows
 
     a, b, c = (torch.full((1, 3, 4, 4), v) for v in (0.5, -1.0, 2.0))
     pixels = torch.stack([b, a, b, c, a])  # rows: b a b c a
@@ -94,7 +100,7 @@ def test_distinct_rows_finds_duplicates_in_first_occurrence_order():
 def test_reuse_and_cache_give_the_same_loss_and_lora_gradients(tiny_model_dir, shared_images_dataset_dir, tmp_path):
     import torch
 
-    from stk_vqa.vision_features import count_encoded_images
+    from stk_vqa.training.vision_features import count_encoded_images
 
     dataset = shared_images_dataset_dir
     plain = build(tiny_model_dir, dataset, tmp_path / "plain", "--vision_feature_reuse", "false")
@@ -138,7 +144,7 @@ def test_reuse_and_cache_give_the_same_loss_and_lora_gradients(tiny_model_dir, s
 
 
 def test_cached_training_run_follows_the_uncached_loss_curve(tiny_model_dir, shared_images_dataset_dir, tmp_path):
-    from stk_vqa.training import train
+    from stk_vqa.scripts.sft import train
 
     common = [str(SMOKE_RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
               str(shared_images_dataset_dir), "--max_steps", "8", "--save_strategy", "no", "--report_to", "none",
@@ -162,7 +168,7 @@ def test_feature_cache_is_built_once_extended_and_checked(tiny_model_dir, shared
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stk_vqa.tiny_model import make_tiny_model
-    from stk_vqa.vision_features import (
+    from stk_vqa.training.vision_features import (
         FeatureCache,
         VisionFeatureError,
         count_encoded_images,
@@ -208,8 +214,8 @@ def test_feature_cache_is_built_once_extended_and_checked(tiny_model_dir, shared
 
 
 def test_reuse_is_refused_when_the_vision_tower_trains(tiny_model_dir, shared_images_dataset_dir, tmp_path):
-    from stk_vqa.training import RecipeError, parse_recipe
-    from stk_vqa.vision_features import VisionFeatureError, check_vision_frozen, enable_in_batch_reuse
+    from stk_vqa.training.configs import RecipeError, parse_recipe
+    from stk_vqa.training.vision_features import VisionFeatureError, check_vision_frozen, enable_in_batch_reuse
 
     argv = [str(SMOKE_RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
             str(shared_images_dataset_dir), "--output_dir", str(tmp_path / "x"), "--lora_scope", "all"]  # fmt: skip
@@ -217,8 +223,15 @@ def test_reuse_is_refused_when_the_vision_tower_trains(tiny_model_dir, shared_im
         with pytest.raises(RecipeError, match=r"field 'vision_feature_(reuse|cache)' needs a frozen vision tower"):
             parse_recipe(argv + flags)
 
-    trainer = build(tiny_model_dir, shared_images_dataset_dir, tmp_path / "all", "--lora_scope", "all",
-                    "--vision_feature_reuse", "false")
+    trainer = build(
+        tiny_model_dir,
+        shared_images_dataset_dir,
+        tmp_path / "all",
+        "--lora_scope",
+        "all",
+        "--vision_feature_reuse",
+        "false",
+    )
     with pytest.raises(VisionFeatureError, match=r"vision_feature_reuse needs a frozen vision tower, but \d+ vision"):
         enable_in_batch_reuse(trainer.model)
     with pytest.raises(VisionFeatureError, match=r"vision_model\.encoder\.layers\.0\.self_attn\.\w+_proj\.lora_A"):

@@ -8,8 +8,8 @@ the most frequent answer overall.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .metrics import majority
 
@@ -22,7 +22,7 @@ class BlindPrior:
     n_train: int
 
     @classmethod
-    def fit(cls, qa: Iterable[tuple[str, str, str]]) -> "BlindPrior":
+    def fit(cls, qa: Iterable[tuple[str, str, str]]) -> BlindPrior:
         """From ``(template, family, answer)`` triples (see :func:`stk_vqa.evaluation.items.training_qa`)."""
         templates, families, answers = defaultdict(list), defaultdict(list), []
         for template, family, answer in qa:

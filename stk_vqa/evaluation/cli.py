@@ -1,22 +1,16 @@
-"""``stk-vqa evaluate`` / ``stk-vqa test CHECKPOINT`` / ``stk-vqa ask`` (Fire maps the flags to the keywords)."""
+"""``stk-vqa evaluate`` / ``stk-vqa test CHECKPOINT`` / ``stk-vqa ask``: each takes its config dataclass
+(:mod:`stk_vqa.evaluation.configs`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from .configs import DEFAULT_BASE_MODEL, AskConfig, EvalConfig, TestConfig
 from .items import DataSourceError, EvalItem, load_items, training_qa
-from .models import DEFAULT_BASE_MODEL, ModelSourceError
-
-
-def _as_list(value: Any) -> list[str]:
-    """Fire gives a tuple for ``--adapters a,b`` written as a list, a str otherwise; accept both."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
 def blind_prior_answers(
@@ -39,66 +33,51 @@ def blind_prior_answers(
     note = f"blind prior from {len(qa)} training answers of {source}" + (
         "" if str(source).endswith(".json") else f" [{prior_split}]"
     )
-    entry = {"kind": "prior", "source": f"{source}", "texts": texts, "finished": [True] * len(items), "n_train": len(qa)}
+    entry = {
+        "kind": "prior",
+        "source": f"{source}",
+        "texts": texts,
+        "finished": [True] * len(items),
+        "n_train": len(qa),
+    }
     return entry, note
 
 
-def run_evaluation(
-    data: str,
-    model: str | None = None,
-    adapters: Sequence[str] = (),
-    split: str = "validation",
-    data_dir: str | None = None,
-    max_samples: int | None = None,
-    seed: int = 0,
-    out_dir: str = "eval_report",
-    with_base: bool = False,
-    prior: bool = True,
-    prior_data: str | None = None,
-    prior_split: str = "train",
-    batch_size: int = 16,
-    max_new_tokens: int | None = None,
-    reuse_vision: bool = True,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_base_mismatch: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    title: str | None = None,
-) -> dict[str, Any]:
-    """Library entry of ``stk-vqa evaluate``: returns the results dict (also written to ``out_dir``)."""
+def run_evaluation(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate ``config.model`` and ``config.adapters`` on ``config.data``: returns the results dict (also written to
+    ``config.out_dir``: results.json, report.md, the chart, predictions.jsonl)."""
     from .inference import generate_answers
     from .models import load_models
     from .report import build_results, console_table, write_report
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
+    if not config.data:
+        raise ValueError("--data is required (a DatasetDict folder, a Hub dataset id or a legacy QA json)")
+    out = Path(config.out_dir)
+    if out.exists() and not config.overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
-    adapters = list(adapters)
-    config = dict(
-        title=title, data=str(data), split=None if str(data).endswith(".json") else split, data_dir=data_dir,
-        max_samples=max_samples, seed=seed, model=model, adapters=adapters, with_base=with_base,
-        prior_data=prior_data, prior_split=prior_split, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        reuse_vision=reuse_vision, device=device, dtype=dtype,
-    )  # fmt: skip
-    items = load_items(data, split=split, data_dir=data_dir, max_samples=max_samples, seed=seed)
+    legacy = str(config.data).endswith(".json")
+    recorded = {key: value for key, value in asdict(config).items()
+                if key not in ("out_dir", "overwrite", "prior", "progress", "allow_base_mismatch")}  # fmt: skip
+    recorded.update(data=str(config.data), split=None if legacy else config.split)
+    items = load_items(config.data, split=config.split, data_dir=config.data_dir, max_samples=config.max_samples,
+                       seed=config.seed)  # fmt: skip
     if not items:
-        raise DataSourceError(f"{data}: no questions to evaluate")
+        raise DataSourceError(f"{config.data}: no questions to evaluate")
     answers: dict[str, dict[str, Any]] = {}
     notes = []
-    if prior:
-        entry, note = blind_prior_answers(items, data, prior_data, prior_split)
+    if config.prior:
+        entry, note = blind_prior_answers(items, config.data, config.prior_data, config.prior_split)
         notes.append(note)
         if entry is not None:
             answers["blind_prior"] = entry
 
-    loaded = load_models(model, adapters, with_base=with_base, device=device, dtype=dtype,
-                         allow_base_mismatch=allow_base_mismatch)  # fmt: skip
-    config["model"] = loaded.base_source
+    loaded = load_models(config.model, config.adapters, with_base=config.with_base, device=config.device,
+                         dtype=config.dtype, allow_base_mismatch=config.allow_base_mismatch)  # fmt: skip
+    recorded["model"] = loaded.base_source
     start = time.perf_counter()
     generations, skipped = generate_answers(
-        loaded, items, batch_size=batch_size, max_new_tokens=max_new_tokens, reuse_vision=reuse_vision,
-        progress=progress,
+        loaded, items, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+        reuse_vision=config.reuse_vision, progress=config.progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     for candidate in loaded.candidates:
@@ -119,8 +98,8 @@ def run_evaluation(
             "answers_per_second": round(n_answers / seconds, 3) if seconds > 0 else None,
         },
     }
-    results, records = build_results(items, answers, skipped, config, extra)
-    write_report(out, results, records, overwrite=overwrite)
+    results, records = build_results(items, answers, skipped, recorded, extra)
+    write_report(out, results, records, overwrite=config.overwrite)
     print(console_table(results))
     for note in notes:
         print(note)
@@ -128,143 +107,42 @@ def run_evaluation(
     return results
 
 
-def _fail(err: Exception):
-    raise SystemExit(f"error: {err}") from None
+evaluate = run_evaluation
+"""``stk-vqa evaluate``: the command is the library function."""
 
 
-def evaluate(
-    data: str | None = None,
-    model: str | None = None,
-    adapters: Any = None,
-    split: str = "validation",
-    data_dir: str | None = None,
-    max_samples: int | None = None,
-    seed: int = 0,
-    out_dir: str = "eval_report",
-    with_base: bool = False,
-    prior: bool = True,
-    prior_data: str | None = None,
-    prior_split: str = "train",
-    batch_size: int = 16,
-    max_new_tokens: int | None = None,
-    reuse_vision: bool = True,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_base_mismatch: bool = False,
-    overwrite: bool = False,
-    title: str | None = None,
-    progress: bool = True,
-) -> str:
-    """Benchmark a base model and adapters on a QA split; write results.json, report.md, a chart, predictions.jsonl.
-
-    Args:
-        data: a DatasetDict folder (``stk-vqa build`` output), a Hub dataset id, or a legacy QA json
-            (``[{image_file, question, answer}]``, e.g. the course's ``data/valid_grader/balanced_qa_pairs.json``).
-        model: base model folder or Hub id (default: the first adapter's recorded base, else SmolVLM-256M-Instruct).
-        adapters: LoRA adapter folders or Hub ids, comma-separated (``name=path`` sets a display name); they are
-            compared side by side on the same questions.
-        split: split of a DatasetDict to evaluate.
-        data_dir: folder the legacy json's ``image_file`` paths are relative to (default: the json's grandparent,
-            the course layout, or its folder).
-        max_samples: evaluate a random sample of this many questions (drawn with ``seed``).
-        seed: sampling seed.
-        out_dir: report folder (must not exist unless ``--overwrite``).
-        with_base: also evaluate the base model without adapter (always, when no adapter is given).
-        prior: include the blind prior baseline (most frequent training answer per question template).
-        prior_data: training data of the blind prior (a DatasetDict or legacy json; default: ``data``'s
-            ``prior_split``).
-        prior_split: split of ``prior_data`` holding the training answers.
-        batch_size: questions per generation batch.
-        max_new_tokens: generation limit (default: the longest gold answer + 5 tokens).
-        reuse_vision: encode each image once for all its questions (``--noreuse_vision``: once per question).
-        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``...
-        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
-        allow_base_mismatch: evaluate an adapter on a base model other than the one it records.
-        overwrite: replace ``out_dir``.
-        title: report title.
-        progress: show a progress bar during inference (``--noprogress`` for quiet logs).
-
-    Returns:
-        The report folder.
-    """
-    if not data:
-        raise SystemExit("error: --data is required (a DatasetDict folder, a Hub dataset id or a legacy QA json)")
-    try:
-        run_evaluation(
-            data, model=model, adapters=_as_list(adapters), split=split, data_dir=data_dir, max_samples=max_samples,
-            seed=seed, out_dir=out_dir, with_base=with_base, prior=prior, prior_data=prior_data,
-            prior_split=prior_split, batch_size=batch_size, max_new_tokens=max_new_tokens, reuse_vision=reuse_vision,
-            device=device, dtype=dtype, allow_base_mismatch=allow_base_mismatch, overwrite=overwrite,
-            progress=progress, title=title,
-        )  # fmt: skip
-    except (DataSourceError, ModelSourceError, FileExistsError, ValueError) as err:
-        _fail(err)
-    return str(out_dir)
-
-
-def test(checkpoint: str, data: str | None = None, out_dir: str | None = None, **kwargs) -> str:
-    """Evaluate one checkpoint (an adapter folder or Hub id, or a full model folder): the original project's alias.
-
-    Args:
-        checkpoint: adapter folder / Hub id (its recorded base model is used), or a full model folder.
-        data: as for ``evaluate`` (a DatasetDict folder, Hub id, or legacy QA json).
-        out_dir: report folder (default: ``<checkpoint>/eval`` for a local checkpoint, else ``eval_report``).
-        **kwargs: any other ``evaluate`` flag (``--max_samples``, ``--with_base``, ``--batch_size``...).
-
-    Returns:
-        The report folder.
-    """
+def test(config: TestConfig) -> dict[str, Any]:
+    """Evaluate one checkpoint: an adapter (with its recorded base) or a full model folder."""
     from .models import ADAPTER_CONFIG
 
-    path = Path(checkpoint)
+    path = Path(config.checkpoint)
     is_full_model = path.is_dir() and (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file()
-    if out_dir is None:
-        out_dir = str(path / "eval") if path.is_dir() else "eval_report"
+    fields = {k: v for k, v in asdict(config).items() if k in EvalConfig.__dataclass_fields__}
+    fields["out_dir"] = config.out_dir or (str(path / "eval") if path.is_dir() else "eval_report")
     if is_full_model:
-        return evaluate(data=data, model=checkpoint, out_dir=out_dir, **kwargs)
-    return evaluate(data=data, adapters=[checkpoint], out_dir=out_dir, **kwargs)
+        fields["model"] = config.checkpoint
+    else:
+        fields["adapters"] = [config.checkpoint]
+    return run_evaluation(EvalConfig(**fields))
 
 
-def ask(
-    image: str,
-    question: str,
-    model: str | None = None,
-    adapter: str | None = None,
-    max_new_tokens: int = 32,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_base_mismatch: bool = False,
-) -> str:
-    """Answer one question about one image (for poking at a model).
-
-    Args:
-        image: image file.
-        question: the question, e.g. "What kart is the ego car?".
-        model: base model folder or Hub id (default: the adapter's recorded base, else SmolVLM-256M-Instruct).
-        adapter: LoRA adapter folder or Hub id.
-        max_new_tokens: generation limit.
-        device: ``auto``, ``cpu``, ``cuda``...
-        dtype: ``auto``, ``float32``, ``bfloat16``, ``float16``.
-        allow_base_mismatch: use the adapter on a base model other than the one it records.
-
-    Returns:
-        The answer (printed by the command line).
-    """
+def ask(config: AskConfig) -> str:
+    """Answer one question about one image; prints and returns the answer."""
     from .inference import generate_answers
-    from .items import UnreadableImageError, open_image
+    from .items import open_image
     from .models import load_models
 
-    try:
-        open_image(image)  # a clear error before loading the model
-        adapters = [adapter] if adapter else []
-        loaded = load_models(model, adapters, with_base=not adapters, device=device, dtype=dtype,
-                             allow_base_mismatch=allow_base_mismatch)  # fmt: skip
-    except (UnreadableImageError, ModelSourceError, ValueError) as err:
-        _fail(err)
-    item = EvalItem(question=question, answer="", family="", template=question, image_key=image, image=image,
-                    source="ask")  # fmt: skip
-    generations, _ = generate_answers(loaded, [item], batch_size=1, max_new_tokens=max_new_tokens, progress=False)
-    return generations[loaded.candidates[-1].name][0].text
+    open_image(config.image)  # a clear error before loading the model
+    adapters = [config.adapter] if config.adapter else []
+    loaded = load_models(config.model, adapters, with_base=not adapters, device=config.device, dtype=config.dtype,
+                         allow_base_mismatch=config.allow_base_mismatch)  # fmt: skip
+    item = EvalItem(question=config.question, answer="", family="", template=config.question, image_key=config.image,
+                    image=config.image, source="ask")  # fmt: skip
+    generations, _ = generate_answers(loaded, [item], batch_size=1, max_new_tokens=config.max_new_tokens,
+                                      progress=False)  # fmt: skip
+    answer = generations[loaded.candidates[-1].name][0].text
+    print(answer)
+    return answer
 
 
-__all__ = ["evaluate", "test", "ask", "run_evaluation", "DEFAULT_BASE_MODEL"]
+__all__ = ["evaluate", "test", "ask", "run_evaluation", "EvalConfig", "TestConfig", "AskConfig", "DEFAULT_BASE_MODEL"]

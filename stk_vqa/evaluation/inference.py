@@ -20,8 +20,9 @@ An image that cannot be opened is skipped (every item about it), reported by the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .items import EvalItem, UnreadableImageError, group_by_image, open_image
 from .models import Candidate, LoadedModels
@@ -125,7 +126,7 @@ class BatchInputs:
     image_of_row: list[int]
     """Index into the distinct images of each row's image."""
 
-    def to(self, device) -> "BatchInputs":
+    def to(self, device) -> BatchInputs:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return BatchInputs(move(self.input_ids), move(self.attention_mask), move(self.pixel_values),
                            move(self.pixel_attention_mask), self.image_of_row)  # fmt: skip
@@ -143,9 +144,7 @@ def _processor_call(processor, texts, images):
 
 def build_inputs_per_question(processor, questions: Sequence[str], images: Sequence, image_of_row: Sequence[int]):
     """The processor on every (image, question) pair: each image is resized and normalised once per question."""
-    enc = _processor_call(
-        processor, [prompt_for(processor, q) for q in questions], [[images[u]] for u in image_of_row]
-    )
+    enc = _processor_call(processor, [prompt_for(processor, q) for q in questions], [[images[u]] for u in image_of_row])
     first = [list(image_of_row).index(u) for u in range(len(images))]
     mask = enc.get("pixel_attention_mask")
     return BatchInputs(enc["input_ids"], enc["attention_mask"], enc["pixel_values"][first],

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from stk_vqa.legacy_qa import LegacyQA, LegacyQAError, read_legacy_qa
-from stk_vqa.questions import match_template
+from stk_vqa.data.legacy_qa import LegacyQA, LegacyQAError, read_legacy_qa
+from stk_vqa.data.questions import match_template
 
 UNKNOWN_FAMILY = "unknown"
 """Family of a legacy question that matches no registered template."""

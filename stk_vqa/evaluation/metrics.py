@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 _TRAILING_PUNCTUATION = ".,;:!?"
 _WHITESPACE = re.compile(r"\s+")
@@ -78,9 +78,7 @@ def score_one(pred: str, gold: str, family: str, finished: bool = True) -> Score
 
 def count_families(golds_by_family: dict[str, Sequence[str]]) -> set[str]:
     """Families whose gold answers are all whole numbers."""
-    return {
-        fam for fam, golds in golds_by_family.items() if golds and all(_INTEGER.match(g.strip()) for g in golds)
-    }
+    return {fam for fam, golds in golds_by_family.items() if golds and all(_INTEGER.match(g.strip()) for g in golds)}
 
 
 def _rate(flags: Iterable[bool]) -> tuple[int, float | None]:

@@ -17,11 +17,13 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+from .configs import DEFAULT_BASE_MODEL  # noqa: F401  (re-exported)
+
 ADAPTER_CONFIG = "adapter_config.json"
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 ADAPTER_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.jinja", "*.model", "*.txt"]

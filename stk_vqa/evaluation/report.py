@@ -11,9 +11,10 @@ import io
 import json
 import platform
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from stk_vqa.fileio import atomic_directory
 
@@ -30,7 +31,7 @@ MAX_LISTED_SKIPS = 20
 
 def family_order(names) -> list[str]:
     """Registered question families in registry order, then any others alphabetically."""
-    from stk_vqa.questions import FAMILIES
+    from stk_vqa.data.questions import FAMILIES
 
     names = set(names)
     return [n for n in FAMILIES if n in names] + sorted(names - set(FAMILIES))
@@ -284,7 +285,9 @@ def render_chart(results: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(out_dir: str | Path, results: dict[str, Any], records: Sequence[dict], overwrite: bool = False) -> Path:
+def write_report(
+    out_dir: str | Path, results: dict[str, Any], records: Sequence[dict], overwrite: bool = False
+) -> Path:
     """Write the four report files into ``out_dir`` (replaced as a whole, atomically)."""
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

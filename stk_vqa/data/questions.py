@@ -1,4 +1,4 @@
-"""Question families: templates + answer functions over a :class:`~stk_vqa.scene.ViewScene`.
+"""Question families: templates + answer functions over a :class:`~stk_vqa.data.scene.ViewScene`.
 
 As in CLEVR's question engine, a family is a set of templates with a functional program that
 answers them from the scene. Adding a family is one decorated function::
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 from .scene import COURSE_IMAGE_SIZE, Frame, ViewScene, view_scene
 

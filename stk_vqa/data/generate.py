@@ -12,11 +12,13 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from .fileio import atomic_write_bytes, atomic_write_json
+from stk_vqa.fileio import atomic_write_bytes, atomic_write_json
+
+from .configs import CheckConfig, GenerateConfig, parse_image_size
 from .questions import QAPair, generate_scene_qa, resolve_families
 from .scene import COURSE_IMAGE_SIZE, InfoFileError, load_frame, view_scene
 
@@ -216,46 +218,15 @@ def qa_records(frames: Iterator[FrameQA]) -> list[dict]:
     ]
 
 
-def _parse_size(image_size) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    if isinstance(image_size, str):
-        parts = image_size.lower().replace("x", ",").split(",")
-        image_size = [p for p in parts if p.strip()]
-    width, height = (int(x) for x in image_size)
-    return width, height
-
-
-def generate(
-    data_split: str = "train",
-    data_dir: str = "data",
-    output_file: str | None = None,
-    families: str = "default",
-    strict: bool = False,
-    num_workers: int | None = None,
-    image_size: str | None = None,
-    progress: bool = True,
-) -> None:
-    """Generate the QA pairs of a split folder and write them as JSON.
-
-    Args:
-        data_split: split folder name under ``data_dir`` (e.g. ``train``, ``valid``).
-        data_dir: the data folder; ``image_file`` entries are relative to it.
-        output_file: where to write; default ``<data_dir>/<data_split>/generated_qa_pairs.json``.
-        families: question families: ``default`` (the course's), ``all``, or comma-separated names.
-        strict: stop at the first bad info file with an error naming the file and field
-            (default: warn, skip the frame and count it).
-        num_workers: processes (default: up to 8 for >= 1000 frames on >= 2 cores, else 1).
-        image_size: ``WIDTHxHEIGHT`` the labels are made for; default: read from the images,
-            or the course's 150x100 when the split holds only info files.
-        progress: show a progress bar on long runs.
-    """
+def generate(config: GenerateConfig) -> None:
+    """Generate the QA pairs of a split folder and write them as JSON (``stk-vqa generate``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    split_dir = Path(data_dir) / data_split
+    split_dir = Path(config.data_dir) / config.data_split
     summary = GenerationSummary()
-    frames = iter_split_qa(split_dir, families, _parse_size(image_size), strict, num_workers, summary, progress)
+    frames = iter_split_qa(split_dir, config.families, parse_image_size(config.image_size), config.strict,
+                           config.num_workers, summary, config.progress)  # fmt: skip
     records = qa_records(frames)
-    out = Path(output_file) if output_file else split_dir / OUTPUT_NAME
+    out = Path(config.output_file) if config.output_file else split_dir / OUTPUT_NAME
     atomic_write_json(out, records)
     print(summary.line())
     print(f"wrote {len(records)} QA pairs to {out}")
@@ -280,28 +251,15 @@ def describe_scene(scene) -> str:
     return "\n".join(lines)
 
 
-def check(
-    info_file: str,
-    view_index: int = 0,
-    families: str = "default",
-    image_size: str | None = None,
-    output_file: str | None = None,
-) -> None:
-    """Print one view's scene and QA pairs and save the view with its boxes drawn.
-
-    Args:
-        info_file: path of a ``<frame>_info.json``.
-        view_index: which view.
-        families: question families (``default``, ``all`` or comma-separated names).
-        image_size: ``WIDTHxHEIGHT``; default: the view's image size, or 150x100 without an image.
-        output_file: PNG to write; default ``<frame>_<view>_check.png`` in the current folder.
-    """
+def check(config: CheckConfig) -> None:
+    """Print one view's scene and QA pairs and save the view with its boxes drawn (``stk-vqa check``)."""
     from .draw import draw_scene
 
-    info_path = Path(info_file)
+    view_index, families = config.view_index, config.families
+    info_path = Path(config.info_file)
     frame = load_frame(info_path)
     image_path = info_path.parent / f"{frame.frame_id}_{view_index:02d}_im.jpg"
-    size = _parse_size(image_size)
+    size = parse_image_size(config.image_size)
     image = None
     if image_path.exists():
         from PIL import Image
@@ -316,7 +274,7 @@ def check(
         print(f"  [{p.family}] {p.question} -> {p.answer}")
     if image is None:
         print(f"(no image at {image_path}; boxes drawn on a blank canvas)")
-    out = Path(output_file or f"{frame.frame_id}_{view_index:02d}_check.png")
+    out = Path(config.output_file or f"{frame.frame_id}_{view_index:02d}_check.png")
     import io
 
     buffer = io.BytesIO()

@@ -8,7 +8,14 @@ from .scene import ViewScene
 
 KART_COLOR = (40, 220, 40)
 EGO_COLOR = (255, 40, 40)
-OBJECT_COLORS = {2: (120, 120, 255), 3: (90, 90, 90), 4: (255, 220, 0), 5: (255, 0, 255), 6: (0, 220, 255), 8: (255, 128, 0)}
+OBJECT_COLORS = {
+    2: (120, 120, 255),
+    3: (90, 90, 90),
+    4: (255, 220, 0),
+    5: (255, 0, 255),
+    6: (0, 220, 255),
+    8: (255, 128, 0),
+}
 
 
 def draw_scene(scene: ViewScene, image: Image.Image | None = None, scale: int = 4, objects: bool = True) -> Image.Image:
@@ -26,7 +33,10 @@ def draw_scene(scene: ViewScene, image: Image.Image | None = None, scale: int = 
             if obj.class_id in (2, 3):
                 continue  # track / background regions would cover everything
             b = obj.box
-            pen.rectangle([b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale], outline=OBJECT_COLORS.get(obj.class_id, (255, 255, 255)))
+            pen.rectangle(
+                [b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale],
+                outline=OBJECT_COLORS.get(obj.class_id, (255, 255, 255)),
+            )
     for kart in scene.karts:
         b = kart.box
         is_ego = kart is scene.ego

@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import cached_property
-from typing import Any, NamedTuple, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
 
 LABEL_SPACE = (600, 400)
 """Width and height of the pixel space the boxes of ``detections`` are given in."""
@@ -41,6 +42,7 @@ OBJECT_CLASS_NAMES = {
     8: "projectile",
 }
 """Class ids of ``detections`` (pystk's object types); other ids (e.g. 255) are kept as unknown objects."""
+
 
 def class_name(class_id: int) -> str:
     """A class id's name (``class_<id>`` for ids the dataset does not name)."""
@@ -232,8 +234,13 @@ def _parse_view(view: Any, v: int, source: str, num_karts: int) -> tuple[Detecti
         if type(det) is list and len(det) == 6:
             c, i, x1, y1, x2, y2 = det
             if (
-                type(c) is int and type(i) is int and type(x1) is int and type(y1) is int
-                and type(x2) is int and type(y2) is int and (c != KART_CLASS or 0 <= i < num_karts)
+                type(c) is int
+                and type(i) is int
+                and type(x1) is int
+                and type(y1) is int
+                and type(x2) is int
+                and type(y2) is int
+                and (c != KART_CLASS or 0 <= i < num_karts)
             ):
                 dets.append(Detection(c, i, x1, y1, x2, y2))
                 continue
@@ -266,7 +273,8 @@ def parse_frame(data: Any, source: str | os.PathLike, frame_id: str | None = Non
     num_karts = len(karts)
 
     views = tuple(
-        _parse_view(view, v, source, num_karts) for v, view in enumerate(_list(data["detections"], source, "detections"))
+        _parse_view(view, v, source, num_karts)
+        for v, view in enumerate(_list(data["detections"], source, "detections"))
     )
 
     def per_kart(key: str) -> list:
@@ -275,7 +283,9 @@ def parse_frame(data: Any, source: str | os.PathLike, frame_id: str | None = Non
             raise InfoFileError(source, key, f"has {len(values)} entries for {num_karts} karts")
         return values
 
-    distance = tuple(_number(x, source, f"distance_down_track[{i}]") for i, x in enumerate(per_kart("distance_down_track")))
+    distance = tuple(
+        _number(x, source, f"distance_down_track[{i}]") for i, x in enumerate(per_kart("distance_down_track"))
+    )
     velocity = []
     for i, vec in enumerate(per_kart("velocity")):
         vec = _list(vec, source, f"velocity[{i}]")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from stk_vqa import __version__
+from stk_vqa.fileio import atomic_write_text
+
 from .balancing import format_distribution
-from .fileio import atomic_write_text
 from .questions import FAMILIES
 
 
@@ -60,7 +62,6 @@ def box_method_lines(box_methods) -> list[str]:
 
 
 def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
-    from .dataset_builder import config_dict
 
     lines = [
         "---",
@@ -76,8 +77,11 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
         "dropped, ego = the kart nearest the image centre, ties to the first detection).",
         "",
         "Rows are in TRL's conversational vision format: `images` (one image) and `messages` "
-        + ("(one conversation per image, one user/assistant turn per question)" if config.group_by_image
-           else "(one user question, one assistant answer)")
+        + (
+            "(one conversation per image, one user/assistant turn per question)"
+            if config.group_by_image
+            else "(one user question, one assistant answer)"
+        )
         + ", plus `question`, `answer`, `family`, `frame_id`, `view_index`, `track`, `image_file`.",
         "",
         "```python",
@@ -104,8 +108,10 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
             lines.append(f"| {fam.name} | {'yes' if fam.default else 'no'} | {templates} | {fam.description} |")
     selection = []
     if config.balance:
-        selection.append("CLEVR-style rejection sampling per family (reject an answer above 1.1x the runner-up "
-                         "or 5x the median count)")
+        selection.append(
+            "CLEVR-style rejection sampling per family (reject an answer above 1.1x the runner-up "
+            "or 5x the median count)"
+        )
     if config.grader_style:
         selection.append(f"grader style: {config.grader_style} items per family, zero directional counts dropped")
     lines += ["", "## Answers per family", ""]
@@ -123,7 +129,7 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
         "- build options:",
         "",
         "```json",
-        json.dumps({k: v for k, v in config_dict(config).items() if k not in {"overwrite"}}, indent=2),
+        json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in {"overwrite"}}, indent=2),
         "```",
         "",
     ]

@@ -1,16 +1,21 @@
-"""Files a training run leaves beside its adapter: loss curve PNG, recipe.yaml, the model card's stk-vqa section."""
+"""Files a training run leaves in its output folder: loss curve PNG, recipe.yaml, the model card's stk-vqa section,
+and the checkpoints it resumes from."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from stk_vqa.fileio import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 CARD_SECTION = "## stk-vqa training run"
 
@@ -87,3 +92,23 @@ def extend_model_card(readme: str | os.PathLike, recipe: dict[str, Any]) -> Path
         lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
                   for key, value in sorted(metrics.items())]  # fmt: skip
     return atomic_write_text(readme, card.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The highest-step ``checkpoint-N`` folder whose ``trainer_state.json`` exists (the Trainer writes it last).
+
+    A run killed while saving leaves a partial ``checkpoint-N`` behind; ``get_last_checkpoint`` would pick it.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    steps = []
+    for path in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            steps.append((int(match.group(1)), path))
+    for _step, path in sorted(steps, reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return os.fspath(path)
+        logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", path)
+    return None

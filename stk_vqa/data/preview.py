@@ -7,7 +7,9 @@ import io
 import random
 from pathlib import Path
 
-from .fileio import atomic_write_bytes, atomic_write_text
+from stk_vqa.fileio import atomic_write_bytes, atomic_write_text
+
+from .configs import PreviewConfig
 
 TILE_SCALE = 3
 CAPTION_LINES = 3
@@ -40,31 +42,14 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def preview(
-    dataset: str,
-    split: str = "validation",
-    num_rows: int = 12,
-    columns: int = 4,
-    data_dir: str | None = None,
-    out_dir: str = "preview",
-    seed: int = 0,
-) -> None:
-    """Write ``<out_dir>/preview.png`` (a grid) and ``<out_dir>/index.html`` (a gallery) of sample rows.
-
-    Args:
-        dataset: a built dataset folder or Hub id (anything ``datasets.load_dataset`` takes).
-        split: which split to sample.
-        num_rows: how many rows.
-        columns: grid columns.
-        data_dir: the frames' data folder; when given, kart boxes (ego in red) are drawn from the info files.
-        out_dir: output folder.
-        seed: which rows are drawn.
-    """
+def preview(config: PreviewConfig) -> None:
+    """Write ``<out_dir>/preview.png`` (a grid) and ``<out_dir>/index.html`` (a gallery) of sample rows."""
+    dataset, split, data_dir, seed = config.dataset, config.split, config.data_dir, config.seed
     import datasets
     from PIL import Image, ImageDraw
 
     ds = datasets.load_dataset(dataset, split=split)
-    indices = sorted(random.Random(seed).sample(range(len(ds)), min(num_rows, len(ds))))
+    indices = sorted(random.Random(seed).sample(range(len(ds)), min(config.num_rows, len(ds))))
     rows = [ds[i] for i in indices]
     data_path = Path(data_dir) if data_dir else None
     tiles = [_render_tile(row, data_path) for row in rows]
@@ -73,7 +58,7 @@ def preview(
     chars = max(20, tile_w // 6)
     captions = [[line for qa in _qa_lines(row)[:CAPTION_LINES] for line in _wrap(qa, chars)] for row in rows]
     caption_h = 12 * max(len(c) for c in captions) + 6
-    cols = max(1, min(columns, len(tiles)))
+    cols = max(1, min(config.columns, len(tiles)))
     grid_rows = (len(tiles) + cols - 1) // cols
     grid = Image.new("RGB", (cols * (tile_w + 8), grid_rows * (tile_h + caption_h + 8)), "white")
     pen = ImageDraw.Draw(grid)
@@ -83,7 +68,7 @@ def preview(
         for j, line in enumerate(caption):
             pen.text((x, y + tile_h + 3 + 12 * j), line, fill=(0, 0, 0))
 
-    out = Path(out_dir)
+    out = Path(config.out_dir)
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
     atomic_write_bytes(out / "preview.png", buffer.getvalue())
@@ -94,7 +79,9 @@ def preview(
         atomic_write_bytes(out / "images" / f"{k:03d}.png", buffer.getvalue())
         qa = "".join(f"<li>{html.escape(line)}</li>" for line in _qa_lines(row))
         meta = html.escape(f"{row['image_file']} · {row['track']} · {row['family']}")
-        cells.append(f'<figure><img src="images/{k:03d}.png" alt="{meta}"><figcaption><small>{meta}</small><ul>{qa}</ul></figcaption></figure>')
+        cells.append(
+            f'<figure><img src="images/{k:03d}.png" alt="{meta}"><figcaption><small>{meta}</small><ul>{qa}</ul></figcaption></figure>'
+        )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>stk-vqa preview</title><style>"
         "body{font-family:sans-serif}figure{display:inline-block;vertical-align:top;width:"

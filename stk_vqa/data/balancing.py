@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 Row = Mapping[str, object]
 
@@ -74,7 +74,9 @@ def answer_distribution(rows: Iterable[Row]) -> dict[str, Counter]:
     return dict(sorted(dist.items()))
 
 
-def format_distribution(before: Mapping[str, Counter], after: Mapping[str, Counter] | None = None, top: int = 12) -> str:
+def format_distribution(
+    before: Mapping[str, Counter], after: Mapping[str, Counter] | None = None, top: int = 12
+) -> str:
     """A markdown table of answers per family (``before -> after`` when both are given)."""
     lines = ["| family | rows | answers (count) |", "| --- | ---: | --- |"]
     for family, counts in before.items():

@@ -1,0 +1,140 @@
+"""Options of the data commands (``stk-vqa generate``, ``check``, ``build``, ``preview``), one dataclass per command.
+
+Every command is parsed by ``transformers.HfArgumentParser`` from flags or a YAML file (:mod:`stk_vqa.cli`); the
+library functions take the same dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def parse_image_size(value: str | None) -> tuple[int, int] | None:
+    """``"150x100"`` -> ``(150, 100)``; None stays None."""
+    if value is None or str(value).strip() == "":
+        return None
+    parts = [p for p in str(value).lower().replace("x", ",").split(",") if p.strip()]
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"image_size {value!r}: expected WIDTHxHEIGHT, e.g. 150x100") from None
+    return width, height
+
+
+@dataclass
+class GenerateConfig:
+    """Generate the QA pairs of a split folder and write them as JSON."""
+
+    data_split: str = field(default="train", metadata={"help": "Split folder under data_dir (e.g. train, valid)."})
+    data_dir: str = field(default="data", metadata={"help": "The data folder; image_file entries are relative to it."})
+    output_file: str | None = field(
+        default=None, metadata={"help": "Where to write; default <data_dir>/<data_split>/generated_qa_pairs.json."}
+    )
+    families: str = field(
+        default="default",
+        metadata={"help": "Question families: default (the course's), all, or comma-separated names."},
+    )
+    strict: bool = field(
+        default=False,
+        metadata={
+            "help": "Stop at the first bad info file with an error naming the file and field (default: skip and count)."
+        },
+    )
+    num_workers: int | None = field(
+        default=None, metadata={"help": "Processes (default: up to 8 for >= 1000 frames on >= 2 cores, else 1)."}
+    )
+    image_size: str | None = field(
+        default=None,
+        metadata={
+            "help": "WIDTHxHEIGHT the labels are made for; default: read from the images, or the course's 150x100."
+        },
+    )
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar on long runs."})
+
+    def __post_init__(self):
+        parse_image_size(self.image_size)
+
+
+@dataclass
+class CheckConfig:
+    """Print one view's scene and QA pairs and save the view with its boxes drawn."""
+
+    info_file: str = field(default="", metadata={"help": "Path of a <frame>_info.json."})
+    view_index: int = field(default=0, metadata={"help": "Which view."})
+    families: str = field(default="default", metadata={"help": "Question families (default, all or names)."})
+    image_size: str | None = field(
+        default=None, metadata={"help": "WIDTHxHEIGHT; default: the view's image size, or 150x100 without an image."}
+    )
+    output_file: str | None = field(
+        default=None, metadata={"help": "PNG to write; default <frame>_<view>_check.png in the current folder."}
+    )
+
+    def __post_init__(self):
+        if not self.info_file:
+            raise ValueError("an info file is required: stk-vqa check FRAME_info.json")
+        parse_image_size(self.image_size)
+
+
+@dataclass
+class BuildConfig:
+    """Options of ``stk-vqa build`` / ``scripts/build_dataset.py``."""
+
+    data_dir: str = field(default="data", metadata={"help": "Folder holding split folders in the course layout."})
+    out_dir: str = field(default="outputs/stk_vqa_dataset", metadata={"help": "Output folder (Hub parquet layout)."})
+    splits: str = field(default="train,valid", metadata={"help": "Comma-separated split folders to read."})
+    families: str = field(default="default", metadata={"help": "Question families: default, all, or names."})
+    group_by_image: bool = field(default=False, metadata={"help": "One row per image with all its QA turns."})
+    balance: bool = field(default=False, metadata={"help": "CLEVR-style answer rejection sampling per family."})
+    grader_style: int = field(
+        default=0, metadata={"help": "Items per family, zero directional counts dropped (0: off)."}
+    )
+    balance_splits: str = field(
+        default="", metadata={"help": "Hub splits that balance/grader_style apply to ('' = all)."}
+    )
+    split_by: str = field(default="folder", metadata={"help": "folder | frame | track: how train/validation are made."})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of frames/tracks for split_by frame/track."}
+    )
+    validation_tracks: str = field(default="", metadata={"help": "Tracks held out for validation (split_by track)."})
+    legacy_qa_file: str = field(default="", metadata={"help": "A *_qa_pairs.json ({image_file, question, answer})."})
+    legacy_split: str = field(default="validation", metadata={"help": "Hub split name for the legacy QA file."})
+    seed: int = field(default=0, metadata={"help": "Seed of re-splitting, balancing and sampling."})
+    strict: bool = field(default=False, metadata={"help": "Stop at the first bad info or image file."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for image checks and parquet writing."})
+    max_shard_size: str = field(default="500MB", metadata={"help": "Largest parquet shard."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing out_dir."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload out_dir to the Hub after building."})
+    hub_dataset_id: str = field(default="", metadata={"help": "Hub dataset repo id for push_to_hub."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+
+    def __post_init__(self):
+        if self.split_by not in {"folder", "frame", "track"}:
+            raise ValueError(f"split_by must be folder, frame or track, got {self.split_by!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub needs hub_dataset_id (e.g. --hub_dataset_id you/stk-vqa)")
+
+
+@dataclass
+class PreviewConfig:
+    """Write <out_dir>/preview.png (a grid) and <out_dir>/index.html (a gallery) of sample rows of a built dataset."""
+
+    dataset: str = field(
+        default="", metadata={"help": "A built dataset folder or Hub id (anything load_dataset takes)."}
+    )
+    split: str = field(default="validation", metadata={"help": "Which split to sample."})
+    num_rows: int = field(default=12, metadata={"help": "How many rows."})
+    columns: int = field(default=4, metadata={"help": "Grid columns."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "The frames' data folder; when given, kart boxes (ego in red) are drawn from the info files."
+        },
+    )
+    out_dir: str = field(default="preview", metadata={"help": "Output folder."})
+    seed: int = field(default=0, metadata={"help": "Which rows are drawn."})
+
+    def __post_init__(self):
+        if not self.dataset:
+            raise ValueError("a dataset is required: stk-vqa preview DATASET")
