@@ -365,3 +365,20 @@ def test_legacy_qa_file_with_a_bad_info_file_names_it(tmp_path):
     qa.write_text(json.dumps([{"image_file": "valid/00000_00_im.jpg", "question": "What track is this?"}]))
     with pytest.raises(ValueError, match=r"qa.json: item 0: field 'answer' missing"):
         build(BuildConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "out"), legacy_qa_file=str(qa)))
+
+
+def test_several_split_folders_merge_into_one_split(reference_info_dir, tmp_path):
+    """Renders of several machines (`stk-vqa render --shard K/N` into shard-K/) build into one DatasetDict."""
+    data = make_course_folder(
+        tmp_path / "data", reference_info_dir, {"shard-0/train": 2, "shard-1/train": 3, "shard-0/valid": 1}
+    )
+    whole = make_course_folder(tmp_path / "whole", reference_info_dir, {"train": 5, "valid": 1})
+    out, report = build(BuildConfig(data_dir=str(data), splits="shard-0/train,shard-1/train,shard-0/valid",
+                                    out_dir=str(tmp_path / "out")))  # fmt: skip
+    _, whole_report = build(BuildConfig(data_dir=str(whole), out_dir=str(tmp_path / "out-whole")))
+    assert report.rows_after == whole_report.rows_after  # the same frames, split over two folders
+    train = datasets.load_dataset(str(out), split="train")
+    folders = {name.rsplit("/", 1)[0] for name in train["image_file"]}
+    assert folders == {"shard-0/train", "shard-1/train"}
+    for name in train["image_file"][:3]:
+        assert (data / name).is_file()  # image_file stays relative to data_dir

@@ -81,7 +81,13 @@ class BuildConfig:
 
     data_dir: str = field(default="data", metadata={"help": "Folder holding split folders in the course layout."})
     out_dir: str = field(default="outputs/stk_vqa_dataset", metadata={"help": "Output folder (Hub parquet layout)."})
-    splits: str = field(default="train,valid", metadata={"help": "Comma-separated split folders to read."})
+    splits: str = field(
+        default="train,valid",
+        metadata={
+            "help": "Comma-separated split folders under data_dir; folders with the same last part go to one split "
+            "(e.g. shard-0/train,shard-1/train,shard-0/valid: renders of several machines)."
+        },
+    )
     families: str = field(default="default", metadata={"help": "Question families: default, all, or names."})
     group_by_image: bool = field(default=False, metadata={"help": "One row per image with all its QA turns."})
     balance: bool = field(default=False, metadata={"help": "CLEVR-style answer rejection sampling per family."})

@@ -80,7 +80,10 @@ def chat_messages(pairs: Sequence[tuple[str, str]]) -> list[dict]:
 
 
 def hub_split_name(folder: str) -> str:
-    return HUB_SPLIT_NAMES.get(folder, re.sub(r"[^\w]", "_", folder))
+    """The Hub split a split folder goes to: its last path part, ``valid`` -> ``validation`` (``shard-0/train`` and
+    ``shard-1/train`` both go to ``train``)."""
+    name = Path(folder).name
+    return HUB_SPLIT_NAMES.get(name, re.sub(r"[^\w]", "_", name))
 
 
 def _meta_row(image_file, question, answer, family, frame_id, view_index, track, image_size) -> dict:
@@ -104,10 +107,11 @@ def rows_from_split_folder(
     for frame in iter_split_qa(data_dir / folder, families, None, strict, num_proc, summary):
         report.box_methods[frame.box_method] += 1
         for view in frame.views:
+            image_file = f"{Path(folder).as_posix()}/{Path(view.image_file).name}"  # relative to data_dir
             for p in view.pairs:
                 rows.append(
                     _meta_row(
-                        view.image_file,
+                        image_file,
                         p.question,
                         p.answer,
                         p.family,
