@@ -6,9 +6,11 @@ that finishes in seconds. :func:`make_tiny_model` writes a folder that loads exa
     model = AutoModelForImageTextToText.from_pretrained(folder)
     processor = AutoProcessor.from_pretrained(folder)
 
-so every recipe can point ``model_name_or_path`` at it. Two shapes:
+so every recipe can point ``model_name_or_path`` at it. Three shapes:
 
 * ``size="tiny"``: about 0.6M parameters, 128x128 images -> 4 image tokens; for tests and smoke runs.
+* ``size="small"``: 4.3M parameters, 192x192 images -> 36 image tokens; trained from scratch (vision tower
+  included) by the learn-to-see benchmark.
 * ``size="full"``: SmolVLM-256M-Instruct's exact shape (256.5M parameters, 512x512 images -> 64 image tokens)
   with random weights; for speed and memory benchmarks.
 
@@ -135,6 +137,13 @@ SHAPES: dict[str, tuple[dict, dict, int]] = {
         dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=128, patch_size=16),
         4,
     ),
+    "small": (
+        # Trained from scratch, vision tower included, by the learn-to-see benchmark (benchmarks/learn_to_see.py):
+        # 4.3M parameters, 192 px images -> 12x12 patches -> 36 image tokens (scale factor 2).
+        dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, initializer_range=0.02),
+        dict(hidden_size=192, intermediate_size=384, num_hidden_layers=4, num_attention_heads=3, image_size=192, patch_size=16),
+        2,
+    ),
     "full": (  # HuggingFaceTB/SmolVLM-256M-Instruct
         dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, vocab_size=49280),
         dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=512, patch_size=16),
@@ -227,7 +236,8 @@ class TinyModelConfig:
     size: str = field(
         default="tiny",
         metadata={
-            "help": "tiny (tests, smoke runs; 128px -> 4 image tokens) or full (SmolVLM-256M's shape, random weights)."
+            "help": "tiny (tests, smoke runs; 128px -> 4 image tokens), small (4.3M, 192px -> 36 tokens, trained from "
+        "scratch by the learn-to-see benchmark) or full (SmolVLM-256M's shape, random weights)."
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random weights; the same seed gives the same files."})

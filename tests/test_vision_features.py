@@ -213,26 +213,55 @@ def test_feature_cache_is_built_once_extended_and_checked(tiny_model_dir, shared
         FeatureCache(tmp_path / "junk.safetensors")
 
 
-def test_reuse_is_refused_when_the_vision_tower_trains(tiny_model_dir, shared_images_dataset_dir, tmp_path):
+def test_cache_is_refused_when_the_vision_tower_trains(tiny_model_dir, shared_images_dataset_dir, tmp_path):
     from stk_vqa.training.configs import RecipeError, parse_recipe
-    from stk_vqa.training.vision_features import VisionFeatureError, check_vision_frozen, enable_in_batch_reuse
+    from stk_vqa.training.vision_features import VisionFeatureError, check_vision_frozen
 
     argv = [str(SMOKE_RECIPE), "--model_name_or_path", str(tiny_model_dir), "--dataset_name",
             str(shared_images_dataset_dir), "--output_dir", str(tmp_path / "x"), "--lora_scope", "all"]  # fmt: skip
-    for flags in (["--vision_feature_reuse", "true"], ["--vision_feature_cache", str(tmp_path / "f.safetensors")]):
-        with pytest.raises(RecipeError, match=r"field 'vision_feature_(reuse|cache)' needs a frozen vision tower"):
-            parse_recipe(argv + flags)
+    with pytest.raises(RecipeError, match=r"field 'vision_feature_cache' needs a frozen vision tower"):
+        parse_recipe(argv + ["--vision_feature_cache", str(tmp_path / "f.safetensors")])
 
-    trainer = build(
-        tiny_model_dir,
-        shared_images_dataset_dir,
-        tmp_path / "all",
-        "--lora_scope",
-        "all",
-        "--vision_feature_reuse",
-        "false",
-    )
-    with pytest.raises(VisionFeatureError, match=r"vision_feature_reuse needs a frozen vision tower, but \d+ vision"):
-        enable_in_batch_reuse(trainer.model)
+    trainer = build(tiny_model_dir, shared_images_dataset_dir, tmp_path / "all", "--lora_scope", "all")
     with pytest.raises(VisionFeatureError, match=r"vision_model\.encoder\.layers\.0\.self_attn\.\w+_proj\.lora_A"):
         check_vision_frozen(trainer.model)
+
+
+def test_reuse_gives_the_same_gradients_when_the_vision_tower_trains(
+    tiny_model_dir, shared_images_dataset_dir, tmp_path
+):
+    """With LoRA on the vision tower too, reuse encodes each distinct image once and autograd sums the duplicates'
+    gradients: the same loss and the same gradient on every LoRA matrix, vision ones included."""
+    import torch
+
+    from stk_vqa.training.vision_features import count_encoded_images, trainable_vision_parameters
+
+    plain = build(tiny_model_dir, shared_images_dataset_dir, tmp_path / "p", "--lora_scope", "all",
+                  "--vision_feature_reuse", "false")  # fmt: skip
+    reuse = build(tiny_model_dir, shared_images_dataset_dir, tmp_path / "r", "--lora_scope", "all",
+                  "--vision_feature_reuse", "true")  # fmt: skip
+    assert trainable_vision_parameters(reuse.model)
+    generator = torch.Generator().manual_seed(0)
+    reference = {n: torch.randn(p.shape, generator=generator) * 0.05 for n, p in lora_parameters(plain.model).items()}
+    examples = [plain.train_dataset[i] for i in (0, 3, 1, 2, 0)]  # image 0 three times
+    results = {}
+    for name, trainer in (("plain", plain), ("reuse", reuse)):
+        with torch.no_grad():
+            for n, p in lora_parameters(trainer.model).items():
+                p.copy_(reference[n])
+        counter = count_encoded_images(trainer.model)
+        trainer.model.train()
+        trainer.model.zero_grad()
+        batch = trainer.data_collator([dict(e) for e in examples])
+        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in lora_parameters(trainer.model).items()}
+        results[name] = (loss.detach(), grads, counter())
+    want_loss, want_grads, encoded = results["plain"]
+    loss, grads, reuse_encoded = results["reuse"]
+    assert (encoded, reuse_encoded) == (5, 2)
+    vision = [n for n in want_grads if "vision_model" in n]
+    assert vision and all(want_grads[n].abs().sum() > 0 for n in vision)
+    torch.testing.assert_close(loss, want_loss, rtol=1e-5, atol=1e-6)
+    for n, g in want_grads.items():
+        torch.testing.assert_close(grads[n], g, rtol=1e-4, atol=1e-6)

@@ -63,8 +63,8 @@ class StkScriptArguments(ScriptArguments):
     vision_feature_reuse: bool = field(
         default=False,
         metadata={
-            "help": "Encode each distinct image of a batch once, even when several rows share it (vision tower "
-            "frozen: lora_scope text)."
+            "help": "Encode each distinct image of a batch once, even when several rows share it (with a trainable "
+            "vision tower too: the duplicates' gradients are summed)."
         },
     )
     vision_feature_cache: str | None = field(
@@ -82,11 +82,10 @@ class StkScriptArguments(ScriptArguments):
     def __post_init__(self):
         if str(self.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):
             self.vision_feature_cache = None  # `--vision_feature_cache none` turns a recipe's cache off
-        if self.lora_scope == "all" and (self.vision_feature_reuse or self.vision_feature_cache):
-            field_name = "vision_feature_cache" if self.vision_feature_cache else "vision_feature_reuse"
+        if self.lora_scope == "all" and self.vision_feature_cache:
             raise RecipeError(
-                f"field {field_name!r} needs a frozen vision tower, but lora_scope: all trains LoRA on it; use "
-                "lora_scope: text, or turn reuse off (vision_feature_reuse: false, vision_feature_cache: null)"
+                "field 'vision_feature_cache' needs a frozen vision tower, but lora_scope: all trains LoRA on it; use "
+                "lora_scope: text, or turn the cache off (vision_feature_cache: null)"
             )
 
 

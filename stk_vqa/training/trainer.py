@@ -45,14 +45,12 @@ def setup_vision_feature_reuse(trainer: StkSFTTrainer, script_args: StkScriptArg
     from stk_vqa.training.vision_features import (
         CachedFeatureCollator,
         VisionFeatureError,
-        check_vision_frozen,
         enable_in_batch_reuse,
         prepare_feature_cache,
     )
 
     field_name = "vision_feature_cache" if script_args.vision_feature_cache else "vision_feature_reuse"
     try:
-        check_vision_frozen(trainer.model, field_name)
         if script_args.vision_feature_reuse:
             enable_in_batch_reuse(trainer.model)
         if script_args.vision_feature_cache:

@@ -7,7 +7,9 @@ carries several questions, so:
 
 * **in-batch reuse** (:func:`enable_in_batch_reuse`): rows of a batch that share an image (identical
   ``pixel_values``) are encoded once and the features repeated. It works inside the model's own forward (a wrapper
-  around ``Idefics3Model.get_image_features``), so DDP, FSDP and DeepSpeed wrappers see an ordinary forward.
+  around ``Idefics3Model.get_image_features``), so DDP, FSDP and DeepSpeed wrappers see an ordinary forward. It
+  also works while the vision tower trains: the repeated features are the same tensor, so autograd sums the
+  duplicates' gradients into the one encode (the same gradients as encoding every row, tested).
 * **offline cache** (:class:`FeatureCache`): the connector output of every distinct image of the dataset, computed
   once and stored in one safetensors file; :class:`CachedFeatureCollator` swaps each row's ``pixel_values`` for its
   cached features, which the model takes as ``mm_encoder_outputs`` (transformers 5's name for what was
@@ -135,12 +137,10 @@ def enable_in_batch_reuse(model):
     """Make ``model`` encode each distinct image of a batch once; returns the wrapped core module.
 
     Counts the images it actually encodes in ``core.stk_images_encoded`` (for tests and benchmarks). Idempotent.
-    Only valid with a frozen vision tower (checked): a trainable one would get the duplicates' gradients summed,
-    which is also correct, but :func:`check_vision_frozen` keeps the contract simple.
+    A trainable vision tower gets the duplicates' gradients summed, exactly as if each row had been encoded.
     """
     import functools
 
-    check_vision_frozen(model, "vision_feature_reuse")
     core = vision_language_core(model)
     if getattr(core, "stk_in_batch_reuse", False):
         return core
