@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "test": ("stk_vqa.evaluation.cli", "test", "evaluate one checkpoint (the original project's alias)"),
     "ask": ("stk_vqa.evaluation.cli", "ask", "answer one question about one image"),
     "quickstart": ("stk_vqa.quickstart", "quickstart", "build -> train -> evaluate on the bundled sample"),
+    "app": ("stk_vqa.app.ui", "app", "browse frames, questions and reports, ask the models (Gradio, .[app] extra)"),
 }
 
 
