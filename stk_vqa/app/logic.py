@@ -737,8 +737,8 @@ def run_family(bank: ModelBank, view: ViewData, family: str = "all") -> FamilyRu
 
 
 def family_run_markdown(run: FamilyRun) -> str:
-    lines = [f"**{len(run.rows)} question(s), family `{run.family}`** ·  right (exact / course rule): "
-             + ", ".join(f"**{m}** {e} / {r}" for m, e, r in run.summary), ""]  # fmt: skip
+    lines = [f"**{len(run.rows)} question(s), family `{run.family}`** · right: "
+             + " · ".join(f"**{m}** {e} exact ({r} by the course's rule)" for m, e, r in run.summary), ""]  # fmt: skip
     lines += ["| " + " | ".join(run.header) + " |", "|" + "---|" * len(run.header)]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in run.rows]
     lines += ["", *[f"⚠️ {_md(p)}" for p in run.problems]]
