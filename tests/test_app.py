@@ -200,6 +200,10 @@ def test_base_and_adapter_answer_side_by_side_and_are_loaded_once(
     assert run.rows[0][:4] == ["color", "What color is the image?", "green", run.rows[0][3]]
     assert run.rows[0][4] == "✓ green"
     assert "**colors** 1/1 exact (1/1 by the course's rule)" in logic.family_run_markdown(run)
+    one = logic.run_family(bank, color_view, "color")
+    assert one.header == ["question", "reference", "base", "colors"] and one.rows[0][3] == "✓ green"
+    # a model's answer is free text: it stays in its table cell
+    assert logic._md("a\nb | <json>") == "a b \\| &lt;json&gt;"
     with pytest.raises(AppError, match="no question of family 'track'"):
         logic.run_family(bank, color_view, "track")
     with pytest.raises(AppError, match="type a question"):

@@ -105,7 +105,8 @@ def resolve_config(
             model = str(qs_model)
             if (qs_adapter / "adapter_config.json").is_file():
                 adapters = [f"{QUICKSTART_ADAPTER[0]}={qs_adapter}"]
-            notes.append(f"models: the quickstart's offline stand-in and its adapter ({qs})")
+            notes.append(f"models: the quickstart's offline stand-in and its adapter ({qs}): random weights trained a "
+                         "few steps, so their answers show that the plumbing works, not what SmolVLM can do")
         else:
             model = DEFAULT_BASE_MODEL
             notes.append(f"model: {DEFAULT_BASE_MODEL} (no {qs}; loaded when you ask the first question)")
@@ -223,7 +224,10 @@ def annotated_image(view: ViewData):
 
 
 def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|")
+    """Text safe inside Markdown and its table cells: one line (a model's answer may hold newlines), and ``<json>``
+    must not read as an HTML tag."""
+    text = " ".join(str(text).split())
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
 def scene_facts_markdown(view: ViewData) -> str:
@@ -703,7 +707,8 @@ class FamilyRun:
     family: str
     header: list[str]
     rows: list[list[str]]
-    """``[family, question, reference, answer of each model...]``; answers marked ✓ / ✗ (exact match)."""
+    """``[family (only for all families), question, reference, answer of each model...]``; answers marked ✓ / ✗
+    (exact match)."""
     summary: list[list[str]]
     """``[model, right (exact), right (course rule)]``."""
     problems: list[str]
@@ -722,8 +727,9 @@ def run_family(bank: ModelBank, view: ViewData, family: str = "all") -> FamilyRu
     names = [c.name for c in loaded.candidates]
     rows = []
     right = {n: [0, 0] for n in names}
+    one_family = bool(family and family != "all")
     for i, pair in enumerate(pairs):
-        row = [pair.family, pair.question, pair.answer]
+        row = ([] if one_family else [pair.family]) + [pair.question, pair.answer]
         for name in names:
             gen = generations[name][i]
             scored = score_one(gen.text if gen else "", pair.answer, pair.family, bool(gen and gen.finished))
@@ -733,7 +739,8 @@ def run_family(bank: ModelBank, view: ViewData, family: str = "all") -> FamilyRu
         rows.append(row)
     n = len(pairs)
     summary = [[name, f"{e}/{n}", f"{r}/{n}"] for name, (e, r) in right.items()]
-    return FamilyRun(family or "all", ["family", "question", "reference", *names], rows, summary, list(bank.problems))
+    header = ([] if one_family else ["family"]) + ["question", "reference", *names]
+    return FamilyRun(family or "all", header, rows, summary, list(bank.problems))
 
 
 def family_run_markdown(run: FamilyRun) -> str:
@@ -803,6 +810,6 @@ def open_report(folder: str | Path | None) -> ReportView:
 def safe_message(err: BaseException) -> str:
     """A one-paragraph message for the page (never a traceback)."""
     if isinstance(err, AppError):
-        return f"⚠️ {err}"
+        return f"⚠️ {_md(err)}"
     first = str(err).splitlines()[0] if str(err) else ""
-    return f"⚠️ unexpected error: {type(err).__name__}: {first} (details in the server log)"
+    return f"⚠️ unexpected error: {type(err).__name__}: {_md(first)} (details in the server log)"

@@ -6,6 +6,7 @@ Gradio is imported inside the functions, so that ``stk-vqa`` starts without it a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from . import logic
@@ -93,10 +94,13 @@ def build_app(config: AppConfig, device: str = "auto"):
         model_line = f"`{config.model or 'the adapter’s base'}`" + "".join(
             f" + adapter `{a.split('=', 1)[0] if '=' in a else a}`" for a in config.adapters
         )
+        bundled = Path(config.data).resolve() == logic.BUNDLED_SAMPLE.resolve()
+        data_line = "the bundled sample" if bundled else f"`{config.data}`"
         gr.Markdown(
             f"# {TITLE}\n"
-            f"data `{config.data}` ({'frames + info.json' if source.kind == 'frames' else 'DatasetDict'}) · "
-            f"models {model_line}",
+            f"data {data_line} ({'frames + info.json' if source.kind == 'frames' else 'DatasetDict'}) · "
+            f"models {model_line}"
+            + "".join(f"  \n*{n.split(': ', 1)[1]}*" for n in config.notes if n.startswith("models: ")),
             elem_id="stk-header",
         )
         state = gr.State(initial)
@@ -289,6 +293,10 @@ def app(
     config = logic.resolve_config(data, model, adapters, report)
     for note in config.notes:
         print(note)
-    demo = build_app(config, device=device)
-    demo.launch(server_name=server_name, server_port=int(server_port), share=False, theme=theme(), css=CSS,
-                ssr_mode=False, show_error=False)  # fmt: skip
+    launch(build_app(config, device=device), server_name, int(server_port))
+
+
+def launch(demo, server_name: str = "127.0.0.1", server_port: int | None = 7860, prevent_thread_lock: bool = False):
+    """Serve the page (never through a public share link); returns Gradio's ``(app, local_url, share_url)``."""
+    return demo.launch(server_name=server_name, server_port=server_port, share=False, theme=theme(), css=CSS,
+                       ssr_mode=False, show_error=False, prevent_thread_lock=prevent_thread_lock)  # fmt: skip
