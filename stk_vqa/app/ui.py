@@ -6,6 +6,7 @@ Gradio is imported inside the functions, so that ``stk-vqa`` starts without it a
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"
 
 
 def _gradio():
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no usage reports
     try:
         import gradio as gr
     except ImportError as err:
