@@ -138,13 +138,15 @@ def build_app(config: AppConfig, device: str = "auto"):
                         qa_table = gr.Dataframe(
                             logic.qa_rows(initial) if initial else [], headers=["family", "question", "answer"],
                             interactive=False, wrap=True, label="QA pairs of this view", elem_id="qa-table",
+                            column_widths=["22%", "58%", "20%"],
                         )  # fmt: skip
-                        if source.kind == "dataset":
-                            gr.Dataframe(
-                                rows_table(first_split), headers=["row", "frame", "view", "track", "family",
-                                                                  "question", "answer"],
-                                interactive=False, wrap=True, label=f"rows of split {first_split}", max_height=400,
-                            )  # fmt: skip
+                        rows_df = gr.Dataframe(
+                            rows_table(first_split), headers=["row", "frame", "view", "track", "family", "question",
+                                                              "answer"],
+                            interactive=False, wrap=True, label="every row of the split (DatasetDict)", max_height=400,
+                            visible=source.kind == "dataset", elem_id="rows-table",
+                            column_widths=["7%", "9%", "7%", "12%", "15%", "35%", "15%"],
+                        )  # fmt: skip
                     with gr.Tab("Ask", id="ask"):
                         pick = gr.Dropdown(
                             logic.question_choices(initial) if initial else [], value=None,
@@ -194,9 +196,9 @@ def build_app(config: AppConfig, device: str = "auto"):
                 key = choices[0][1]
                 views = views_of(split, key)
                 return (gr.update(choices=choices, value=key), gr.update(choices=views, value=views[0]),
-                        *show_view(split, key, views[0], fams))  # fmt: skip
+                        rows_table(split), *show_view(split, key, views[0], fams))  # fmt: skip
             except Exception as err:  # noqa: BLE001
-                return (gr.update(), gr.update(), gr.update(), *no_change[:4], _message(err))
+                return (gr.update(), gr.update(), gr.update(), gr.update(), *no_change[:4], _message(err))
 
         def on_frame(split, frame_key, fams):
             try:
@@ -247,7 +249,7 @@ def build_app(config: AppConfig, device: str = "auto"):
             except Exception as err:  # noqa: BLE001
                 return _message(err), "", gr.update(value=[]), None, ""
 
-        split_dd.input(on_split, [split_dd, families], [frame_dd, view_radio, *view_targets])
+        split_dd.input(on_split, [split_dd, families], [frame_dd, view_radio, rows_df, *view_targets])
         frame_dd.input(on_frame, [split_dd, frame_dd, families], [view_radio, *view_targets])
         view_radio.input(show_view, [split_dd, frame_dd, view_radio, families], view_targets)
         up_button.click(on_upload, [up_image, up_info, up_view, families], view_targets)
