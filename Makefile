@@ -8,7 +8,7 @@ RECIPE ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow test-gpu test-render quickstart bench lint format
+.PHONY: install test test-slow test-gpu test-render test-browser quickstart bench lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-gpu:
 
 test-render:
 	$(BIN)/python -m pytest -q -m render
+
+# `stk-vqa app` in headless Chromium: needs `pip install -e '.[app]'` and Debian's `chromium` (playwright uses it,
+# it downloads no browser). Rewrites docs/images/app.png (STK_VQA_APP_SCREENSHOT=path to write it elsewhere).
+test-browser:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m browser
 
 quickstart: install
 	$(BIN)/stk-vqa quickstart $(if $(RECIPE),--recipe $(RECIPE) --tiny_model false)

@@ -93,6 +93,11 @@ COMMANDS: dict[str, Command] = {
         "stk_vqa.quickstart:quickstart",
         "build -> train -> evaluate on the bundled sample",
     ),
+    "app": Command(
+        "stk_vqa.app.logic:AppOptions",
+        "stk_vqa.app.ui:app",
+        "browse frames, questions and reports, ask the models (Gradio, .[app] extra)",
+    ),
 }
 
 USER_ERRORS = (ValueError, OSError)

@@ -237,7 +237,7 @@ class TinyModelConfig:
         default="tiny",
         metadata={
             "help": "tiny (tests, smoke runs; 128px -> 4 image tokens), small (4.3M, 192px -> 36 tokens, trained from "
-        "scratch by the learn-to-see benchmark) or full (SmolVLM-256M's shape, random weights)."
+            "scratch by the learn-to-see benchmark) or full (SmolVLM-256M's shape, random weights)."
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the random weights; the same seed gives the same files."})

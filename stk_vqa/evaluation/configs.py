@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
+def split_list(values) -> list[str]:
+    """``["a,b", "c"]`` or ``"a,b"`` -> ``["a", "b", "c"]``: list flags take several values or comma-separated ones."""
+    values = [values] if isinstance(values, str) else list(values or [])
+    return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+
+
 @dataclass
 class EvalConfig:
     """Benchmark a base model and adapters on a QA split; write results.json, report.md, a chart, predictions.jsonl."""
@@ -71,8 +77,7 @@ class EvalConfig:
     title: str | None = field(default=None, metadata={"help": "Report title."})
 
     def __post_init__(self):
-        # `--adapters a,b` and `--adapters a b` both work
-        self.adapters = [part.strip() for value in self.adapters for part in str(value).split(",") if part.strip()]
+        self.adapters = split_list(self.adapters)  # `--adapters a,b` and `--adapters a b` both work
 
 
 @dataclass
