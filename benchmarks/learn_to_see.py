@@ -12,8 +12,9 @@ Stages (each resumable: a finished stage is skipped on a re-run of the same comm
    races on ``--unseen_tracks`` -> ``frames/unseen/unseen``.
 2. ``stk-vqa build``: one question per row (no grouping, so no answer leaks from earlier turns), Hub splits
    ``train`` / ``validation`` / ``unseen``.
-3. The control dataset: the same rows with the train split's images shuffled across rows (seeded); questions,
-   answers and evaluation splits unchanged. A model that learns from pixels must beat it; it must stay at the prior.
+3. The control dataset: ``stk-vqa build --shuffle_images``, the same rows with the train split's images shuffled
+   across rows (seeded); questions, answers and evaluation splits unchanged. A model that learns from pixels must
+   beat it; it must stay at the prior.
 4. ``stk-vqa make-tiny-model --size small``: a 4.3M-parameter Idefics3, random weights.
 5. ``scripts/sft.py recipes/learn_to_see_cpu.yaml`` twice, real and shuffled, from scratch (vision tower included),
    checkpoints every ``save_steps``.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -75,25 +75,6 @@ def render(work: Path, args) -> list[str]:
     stk_vqa("render", "--out", str(work / "frames" / "unseen"), "--split", "unseen", "--tracks", ",".join(unseen),
             "--frames", str(args.eval_frames), "--seed", "2000", *common)  # fmt: skip
     return [*folders, "validation/valid", "unseen/unseen"]
-
-
-def shuffle_images(dataset_dir: Path, out_dir: Path, seed: int) -> Path:
-    """The control: ``dataset_dir`` with the train split's images permuted across rows (everything else kept)."""
-    import datasets
-
-    splits = datasets.load_dataset(str(dataset_dir))
-    train = splits["train"]
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    encoded = datasets.Sequence(datasets.Image(decode=False))  # the JPEG bytes as stored, not decoded
-    raw = train.cast_column("images", encoded)
-    images = raw.select(order)["images"]
-    shuffled = raw.remove_columns("images").add_column("images", images, feature=encoded)
-    splits["train"] = shuffled.cast_column("images", train.features["images"]).select_columns(train.column_names)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, split in splits.items():
-        split.to_parquet(str(out_dir / "data" / f"{name}-00000-of-00001.parquet"))
-    return out_dir
 
 
 def train(run_dir: Path, model_dir: Path, dataset_dir: Path, args) -> None:
@@ -223,11 +204,10 @@ def main(argv=None) -> dict:
 
     t = stage("2/6 build (one question per row) and 3/6 the shuffled-image control")
     dataset, control = work / "dataset", work / "dataset_shuffled"
-    if not (dataset / "README.md").is_file():
-        stk_vqa("build", "--data_dir", str(frames), "--splits", ",".join(splits), "--out_dir", str(dataset),
-                "--seed", str(args.seed))  # fmt: skip
-    if not (control / "data").is_dir():
-        shuffle_images(dataset, control, args.seed)
+    for out, extra in ((dataset, []), (control, ["--shuffle_images"])):
+        if not (out / "README.md").is_file():
+            stk_vqa("build", "--data_dir", str(frames), "--splits", ",".join(splits), "--out_dir", str(out),
+                    "--seed", str(args.seed), *extra)  # fmt: skip
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = stage("4/6 model: 4.3M-parameter Idefics3, random weights")

@@ -382,3 +382,21 @@ def test_several_split_folders_merge_into_one_split(reference_info_dir, tmp_path
     assert folders == {"shard-0/train", "shard-1/train"}
     for name in train["image_file"][:3]:
         assert (data / name).is_file()  # image_file stays relative to data_dir
+
+
+def test_shuffled_image_control_keeps_questions_and_moves_images(course_data, tmp_path):
+    real, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "real"), seed=3))
+    control, _ = build(BuildConfig(data_dir=str(course_data), out_dir=str(tmp_path / "control"), seed=3,
+                                   shuffle_images=True))  # fmt: skip
+    a, b = (datasets.load_dataset(str(path)) for path in (real, control))
+    for column in ("question", "answer", "family", "frame_id", "view_index"):
+        assert a["train"][column] == b["train"][column]
+    moved = [x != y for x, y in zip(a["train"]["image_file"], b["train"]["image_file"])]
+    assert sum(moved) > 0.8 * len(moved)  # almost every question now comes with another image
+    assert sorted(a["train"]["image_file"]) == sorted(b["train"]["image_file"])  # the same images, permuted
+    first = b["train"].select([0])[0]
+    assert (
+        first["images"][0].tobytes() == Image.open(course_data / first["image_file"]).tobytes()
+    )  # embeds what it names
+    assert a["validation"]["image_file"] == b["validation"]["image_file"]  # evaluation splits untouched
+    assert "images are shuffled" in (control / "README.md").read_text()

@@ -32,6 +32,7 @@ from .rows import (
     rows_from_legacy_qa_file,
     rows_from_split_folder,
     select_rows,
+    shuffle_images,
 )
 from .writer import write_split
 
@@ -62,6 +63,8 @@ def build(config: BuildConfig) -> tuple[Path, BuildReport]:
         report.rows_before[name] = len(rows)
         report.distribution_before[name] = answer_distribution(rows)
         selected = select_rows(rows, config) if name in targets else rows
+        if config.shuffle_images and name == "train":
+            selected = shuffle_images(selected, config.seed)
         report.distribution_after[name] = answer_distribution(selected)
         final[name] = group_rows_by_image(selected) if config.group_by_image else selected
         report.rows_after[name] = len(final[name])

@@ -89,6 +89,15 @@ def write_dataset_card(folder: Path, dataset_dict, config, report) -> Path:
         f"ds = load_dataset({str(Path(config.out_dir))!r})  # or the Hub id",
         "```",
         "",
+        *(
+            [
+                "**Control dataset: the train split's images are shuffled across its rows** (`--shuffle_images`): "
+                "each question is paired with another row's image, so nothing in it can be learnt from pixels.",
+                "",
+            ]
+            if config.shuffle_images
+            else []
+        ),
         "## Where the boxes come from",
         "",
         *box_method_lines(report.box_methods),

@@ -90,6 +90,13 @@ class BuildConfig:
     )
     families: str = field(default="default", metadata={"help": "Question families: default, all, or names."})
     group_by_image: bool = field(default=False, metadata={"help": "One row per image with all its QA turns."})
+    shuffle_images: bool = field(
+        default=False,
+        metadata={
+            "help": "A control dataset: the train split's images shuffled across its rows (seeded); questions, "
+            "answers and the other splits unchanged. A model that reads pixels must beat one trained on it."
+        },
+    )
     balance: bool = field(default=False, metadata={"help": "CLEVR-style answer rejection sampling per family."})
     grader_style: int = field(
         default=0, metadata={"help": "Items per family, zero directional counts dropped (0: off)."}

@@ -237,6 +237,15 @@ def select_rows(rows: list[dict], config: BuildConfig) -> list[dict]:
     return rows
 
 
+def shuffle_images(rows: list[dict], seed: int) -> list[dict]:
+    """The rows with their images permuted across rows (seeded): the same questions and answers about other images.
+    ``image_file`` names the image a row now embeds; ``frame_id`` / ``view_index`` / ``track`` stay those of the
+    question."""
+    images = [(row["image_file"], row["image_size"]) for row in rows]
+    random.Random(f"shuffle-images:{seed}").shuffle(images)
+    return [{**row, "image_file": image, "image_size": size} for row, (image, size) in zip(rows, images)]
+
+
 def group_rows_by_image(rows: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
