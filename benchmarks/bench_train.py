@@ -6,19 +6,25 @@ Each configuration trains a few steps of the real code path (``stk_vqa.training.
 * ``original`` (the baseline, as the original project trained): eager attention, LoRA on every linear layer
   (``all-linear``, vision tower and connector included), each row tokenised and image-processed on its own and then
   padded (per-sample processing);
-* ``ours_no_cache``: SDPA, LoRA on the text model only (vision tower frozen, encoded under no grad), batched
-  processing; every row's image is encoded (random batches of a large dataset rarely share an image);
-* ``ours_cache``: the same with ``vision_feature_cache``: the connector output of every distinct image was computed
-  once beforehand (timed separately as ``cache_build``), the vision tower does not run in the train step;
+* ``ours_no_cache``: SDPA, LoRA on the text model only (vision tower frozen, encoded under no grad), rows tokenised
+  once (``preprocess_rows``), uint8 images resized + normalised on the device, batches grouped by image
+  (``group_batches_by_image``: each image of the dataset carries ``--questions_per_image`` questions, as the real data
+  does, and is encoded once per batch it appears in);
+* ``ours_cache``: rows tokenised once and ``vision_feature_cache``: the connector output of every distinct image was
+  computed once beforehand (timed separately as ``cache_build``), the vision tower does not run in the train step;
+* ``ours_cache_compile`` (only when named in ``--configs``): ``ours_cache`` with ``torch_compile``;
 * ``ours_grouped_cache`` (grouped rows, one image with all its QA turns per row, as ``--group_by_image`` builds):
   counted per QA pair. Under causal attention a later question in a row sees the earlier answers (see
   ``docs/notes/issue-6-training.md``), so it is reported beside the per-pair figures, not as the headline.
 
-Samples are QA pairs (rows for per-pair data), timed from the end of the warm-up steps to the end of the last step
-(data loading included). Ratios are against ``original`` measured in the same run.
+Samples are QA pairs (rows for per-pair data), timed from the end of the warm-up steps to the end of the last timed
+step (data loading included). Ratios are against ``original`` measured in the same run; ``--ours_batch_size`` gives
+our configurations the lean recipe's micro-batch while the baseline keeps the original's ``--batch_size``. One more
+step after the timed ones counts the ATen ops dispatched from the host (``host_ops_per_step``) and, with
+``--profile``, records the top host costs (torch.profiler, by self CPU time).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train.py                      # CPU, 1 thread, ~3-4 min
-    python benchmarks/bench_train.py --device cuda --batch_size 8 --steps 10 --warmup 3 --out results/train_gpu.json
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train.py                      # CPU, 1 thread, ~4-5 min
+    benchmarks/gpu.sh                         # one CUDA device: 50 timed steps, ours at 64 rows/step, --profile
     python benchmarks/bench_train.py --size tiny --steps 2 --out /tmp/t.json     # seconds: checks the script runs
 """
 
@@ -39,6 +45,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from transformers import TrainerCallback  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = REPO_ROOT / "recipes" / "smolvlm_lora.yaml"
@@ -57,37 +65,41 @@ QA_PAIRS = [
 ]
 CONFIGS = {
     "original": {
-        "what": "eager attention, LoRA on all linear layers incl. vision tower + connector, per-sample processing",
-        "flags": [
-            "--attn_implementation",
-            "eager",
-            "--lora_scope",
-            "all",
-            "--lora_target_modules",
-            "all-linear",
-            "--vision_feature_reuse",
-            "false",
-            "--vision_feature_cache",
-            "none",
-        ],
+        "what": "eager attention, LoRA (dropout 0.05) on all linear layers incl. vision tower + connector, "
+        "per-sample processing (TRL's collator on one row at a time)",
+        "flags": ["--attn_implementation", "eager", "--lora_scope", "all", "--lora_target_modules", "all-linear",
+                  "--lora_dropout", "0.05", "--vision_feature_reuse", "false", "--vision_feature_cache", "none",
+                  "--preprocess_rows", "false", "--group_batches_by_image", "false"],
         "per_sample": True,
+        "baseline": True,
     },
     "ours_no_cache": {
-        "what": "SDPA, text-only LoRA (vision frozen), batched processing, every row's image encoded",
-        "flags": ["--vision_feature_reuse", "true", "--vision_feature_cache", "none"],
+        "what": "SDPA, text-only LoRA (vision frozen), rows tokenised once, uint8 images resized + normalised on the "
+        "device, batches grouped by image (each image encoded once for its questions in the batch)",
+        "flags": ["--preprocess_rows", "true", "--vision_feature_reuse", "true", "--vision_feature_cache", "none",
+                  "--group_batches_by_image", "true"],
     },
     "ours_cache": {
-        "what": "SDPA, text-only LoRA, vision_feature_cache (vision tower not run in the step)",
-        "flags": ["--vision_feature_reuse", "true", "--vision_feature_cache", "{cache}"],
+        "what": "SDPA, text-only LoRA, rows tokenised once, vision_feature_cache (vision tower not run in the step)",
+        "flags": ["--preprocess_rows", "true", "--vision_feature_reuse", "true", "--vision_feature_cache", "{cache}",
+                  "--group_batches_by_image", "false"],
         "uses_cache": True,
+    },
+    "ours_cache_compile": {
+        "what": "ours_cache with torch_compile (not in the default set: its compile time needs a GPU run to pay)",
+        "flags": ["--preprocess_rows", "true", "--vision_feature_reuse", "true", "--vision_feature_cache", "{cache}",
+                  "--group_batches_by_image", "false", "--torch_compile", "true"],
+        "uses_cache": True,
+        "optional": True,
     },
     "ours_grouped_cache": {
         "what": "grouped rows (one image + all its QA turns per row), SDPA, text-only LoRA, vision_feature_cache",
-        "flags": ["--vision_feature_reuse", "true", "--vision_feature_cache", "{cache}"],
+        "flags": ["--vision_feature_reuse", "true", "--vision_feature_cache", "{cache}", "--preprocess_rows", "true",
+                  "--group_batches_by_image", "false"],
         "uses_cache": True,
         "grouped": True,
     },
-}
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -104,21 +116,23 @@ def noise_image(seed: int, size=(150, 100)):
     return Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3))
 
 
-def write_dataset(out: Path, n_images: int, grouped: bool, questions_per_image: int) -> Path:
-    """A train split in the builder's row format: per-pair rows (one QA each, images cycling through the QA list)
-    or grouped rows (one image with ``questions_per_image`` QA turns)."""
+def write_dataset(out: Path, n_images: int, grouped: bool, questions_per_image: int, rows: int | None = None) -> Path:
+    """A train split in the builder's row format: per-pair rows (one QA each; ``rows`` of them, each image carrying
+    ``questions_per_image`` questions, as the real data does) or grouped rows (one image with
+    ``questions_per_image`` QA turns)."""
     import datasets
 
     from stk_vqa.data.rows import chat_messages
 
-    rows = {"images": [], "messages": []}
-    for index in range(n_images):
+    table = {"images": [], "messages": []}
+    count = n_images if grouped else rows
+    for index in range(count):
         if grouped:
-            pairs = [QA_PAIRS[(index + k) % len(QA_PAIRS)] for k in range(questions_per_image)]
+            image, pairs = index, [QA_PAIRS[(index + k) % len(QA_PAIRS)] for k in range(questions_per_image)]
         else:
-            pairs = [QA_PAIRS[index % len(QA_PAIRS)]]
-        rows["images"].append([noise_image(index)])
-        rows["messages"].append(chat_messages(pairs))
+            image, pairs = index // questions_per_image, [QA_PAIRS[index % len(QA_PAIRS)]]
+        table["images"].append([noise_image(image)])
+        table["messages"].append(chat_messages(pairs))
     text = datasets.Value("string")
     features = datasets.Features(
         {
@@ -127,7 +141,7 @@ def write_dataset(out: Path, n_images: int, grouped: bool, questions_per_image: 
         }
     )
     (out / "data").mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict(table, features=features).to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
     return out
 
 
@@ -159,17 +173,24 @@ class PerSampleCollator:
         return batch
 
 
+def batch_size(args, config: dict) -> int:
+    """Rows per step: grouped rows their own; the baseline the original recipe's; ours ``--ours_batch_size``."""
+    if "batch_size" in config:
+        return config["batch_size"]
+    return args.batch_size if config.get("baseline") else (args.ours_batch_size or args.batch_size)
+
+
 def trainer_argv(args, config: dict, dataset: Path, output_dir: Path, cache: Path) -> list[str]:
     argv = [
         str(RECIPE),
         "--model_name_or_path", str(args.model),
         "--dataset_name", str(dataset),
         "--output_dir", str(output_dir),
-        "--max_steps", str(args.warmup + args.steps),
-        "--per_device_train_batch_size", str(config.get("batch_size", args.batch_size)),
+        "--max_steps", str(args.warmup + args.steps + 1 + args.profile),  # + the op-count and profiled steps
+        "--per_device_train_batch_size", str(batch_size(args, config)),
         "--gradient_accumulation_steps", "1",
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none", "--loss_curve", "false",
-        "--logging_steps", "1", "--disable_tqdm", "true", "--dataloader_num_workers", str(args.workers),
+        "--logging_steps", str(args.logging_steps), "--disable_tqdm", "true", "--dataloader_num_workers", str(args.workers),
         "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--seed", "0",
     ]  # fmt: skip
     from stk_vqa.tiny_model import SHAPES
@@ -196,7 +217,6 @@ def peak_memory_mb(device: str) -> dict:
 def run_config(args) -> dict:
     """Train ``args.config`` for warmup + steps steps; return its figures."""
     import torch
-    from transformers import TrainerCallback
 
     from stk_vqa.scripts.sft import build_trainer
     from stk_vqa.training import vision_features
@@ -227,23 +247,15 @@ def run_config(args) -> dict:
         )
     encoded = vision_features.count_encoded_images(trainer.model)
 
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends, self.encoded = [], []
-
-        def on_step_end(self, _args, state, control, **kwargs):
-            if torch.cuda.is_available() and args.device == "cuda":
-                torch.cuda.synchronize()
-            self.ends.append(time.perf_counter())
-            self.encoded.append(encoded())
-
-    clock = StepClock()
+    last = args.warmup + args.steps  # the step after the timed ones: ops counted (and profiled), not timed
+    clock = StepClock(args.device, encoded, last, args.profile)
     trainer.add_callback(clock)
     trainer.train()
     w = args.warmup
-    seconds = clock.ends[-1] - clock.ends[w - 1]
-    timed_steps = len(clock.ends) - w
-    batch = config.get("batch_size", args.batch_size)
+    ends = clock.ends[:last]
+    seconds = ends[-1] - ends[w - 1]
+    timed_steps = len(ends) - w
+    batch = batch_size(args, config)
     qa_pairs = timed_steps * batch * (args.questions_per_image if config.get("grouped") else 1)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
@@ -255,11 +267,70 @@ def run_config(args) -> dict:
         "seconds": round(seconds, 3),
         "qa_pairs_per_s": round(qa_pairs / seconds, 4),
         "rows_per_s": round(timed_steps * batch / seconds, 4),
-        "images_encoded_per_step": round((clock.encoded[-1] - clock.encoded[w - 1]) / timed_steps, 2),
+        "ms_per_step": round(seconds * 1000 / timed_steps, 2),
+        "host_ops_per_step": clock.ops,
+        "images_encoded_per_step": round((clock.encoded[last - 1] - clock.encoded[w - 1]) / timed_steps, 2),
         "cache_prepare_s": round(cache_seconds["s"], 2),
         "first_loss": round(losses[0], 4) if losses else None,
+        **({"profile_top_host_ops": clock.profile} if clock.profile else {}),
         **peak_memory_mb(args.device),
     }
+
+
+class OpCounter:
+    """Counts the ATen operators dispatched (after autograd: what reaches kernels) while active."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.count = 0
+        self.mode = Mode()
+
+
+class StepClock(TrainerCallback):
+    """Step end times (synchronised on CUDA), images encoded, the op count of step ``last`` (0-based) and, when
+    asked, a profiler summary of the top host costs of the step after it."""
+
+    def __init__(self, device: str, encoded, last: int, profile: bool):
+        self.device, self.encoded_fn, self.last, self.want_profile = device, encoded, last, profile
+        self.ends, self.encoded = [], []
+        self.ops, self.profile = None, None
+        self._counter = self._profiler = None
+
+    def on_step_begin(self, _args, state, control, **kwargs):
+        import torch
+
+        if state.global_step == self.last:
+            self._counter = OpCounter()
+            self._counter.mode.__enter__()
+        elif state.global_step == self.last + 1 and self.want_profile:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.device == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self._profiler = torch.profiler.profile(activities=activities)
+            self._profiler.__enter__()
+
+    def on_step_end(self, _args, state, control, **kwargs):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+        self.encoded.append(self.encoded_fn())
+        if self._counter is not None:
+            self._counter.mode.__exit__(None, None, None)
+            self.ops, self._counter = self._counter.count, None
+        if self._profiler is not None:
+            self._profiler.__exit__(None, None, None)
+            table = self._profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+            self.profile, self._profiler = table.splitlines(), None
 
 
 def build_cache(args) -> dict:
@@ -315,14 +386,18 @@ def main(argv=None):
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--size", choices=["full", "tiny"], default="full", help="model shape (tiny: a dry run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
-    parser.add_argument("--batch_size", type=int, default=2, help="rows per step (per-pair configurations)")
+    parser.add_argument("--batch_size", type=int, default=2, help="rows per step, the original recipe")
+    parser.add_argument("--ours_batch_size", type=int, default=None, help="rows per step, ours (default: --batch_size)")
+    parser.add_argument("--logging_steps", type=int, default=10, help="the trainer's logging interval (syncs)")
+    parser.add_argument("--profile", action="store_true", help="profile the op-count step: top host costs")
     parser.add_argument("--grouped_batch_size", type=int, default=1, help="rows per step, grouped rows")
     parser.add_argument("--questions_per_image", type=int, default=len(QA_PAIRS), help="QA turns per grouped row")
     parser.add_argument("--steps", type=int, default=2, help="timed steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--cache_batch_size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (collation)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {list(CONFIGS)}")
+    default_configs = ",".join(name for name, config in CONFIGS.items() if not config.get("optional"))
+    parser.add_argument("--configs", default=default_configs, help=f"comma-separated, of {list(CONFIGS)}")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "train.json"))
     parser.add_argument("--workdir", default=None, help="(internal) folder with model, datasets and cache")
     parser.add_argument("--model", default=None, help="(internal) model folder")
@@ -352,13 +427,17 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
         work = Path(tmp)
         model = make_tiny_model(str(work / "model"), size=args.size, seed=0)
-        rows_needed = (args.warmup + args.steps) * args.batch_size
-        write_dataset(work / "per_pair", n_images=rows_needed, grouped=False, questions_per_image=1)
-        write_dataset(work / "grouped", n_images=(args.warmup + args.steps) * args.grouped_batch_size, grouped=True,
+        steps = args.warmup + args.steps + 1 + args.profile
+        rows_needed = steps * max(args.batch_size, args.ours_batch_size or 0)
+        write_dataset(work / "per_pair", n_images=0, grouped=False, questions_per_image=args.questions_per_image,
+                      rows=rows_needed)  # fmt: skip
+        write_dataset(work / "grouped", n_images=steps * args.grouped_batch_size, grouped=True,
                       questions_per_image=args.questions_per_image)  # fmt: skip
         args.passthrough = [
             "--device", args.device, "--size", args.size, "--threads", str(args.threads),
             "--batch_size", str(args.batch_size), "--grouped_batch_size", str(args.grouped_batch_size),
+            "--ours_batch_size", str(args.ours_batch_size or args.batch_size), "--logging_steps", str(args.logging_steps),
+            *(["--profile"] if args.profile else []),
             "--questions_per_image", str(args.questions_per_image), "--steps", str(args.steps),
             "--warmup", str(args.warmup), "--cache_batch_size", str(args.cache_batch_size), "--workers", str(args.workers),
             "--workdir", str(work), "--model", model,

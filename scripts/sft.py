@@ -19,7 +19,7 @@ from pathlib import Path
 from stk_vqa.training.configs import RecipeError, StkScriptArguments, effective_recipe, make_parser, parse_recipe
 from stk_vqa.training.data import load_training_data
 from stk_vqa.training.model_utils import load_model_and_processor, lora_config
-from stk_vqa.training.trainer import StkSFTTrainer, record_rows, setup_vision_feature_reuse
+from stk_vqa.training.trainer import StkSFTTrainer, record_rows, setup_input_path
 
 TAGS = ["stk-vqa", "supertuxkart", "vqa"]
 
@@ -51,7 +51,7 @@ def build_trainer(script_args: StkScriptArguments, training_args, model_args) ->
         recipe=effective_recipe(script_args, training_args, model_args),
     )
     # Each image encoded once per batch (or once per dataset, from a feature cache) while the vision tower is frozen
-    setup_vision_feature_reuse(trainer, script_args, [train_dataset, eval_dataset])
+    setup_input_path(trainer, script_args, [train_dataset, eval_dataset])
     if script_args.record_rows:
         record_rows(trainer)
     return trainer

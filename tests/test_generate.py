@@ -133,3 +133,11 @@ def test_check_command_prints_scene_and_saves_png(valid_split, tmp_path):
 def test_unknown_family_fails_fast(valid_split):
     result = run_cli("generate", "--data_split", "valid", "--data_dir", str(valid_split.parent), "--families", "bogus")
     assert result.returncode != 0 and "unknown question family 'bogus'" in result.stderr
+
+
+def test_written_json_is_the_standard_librarys_indent_2_format(valid_split):
+    """orjson writes the file; the bytes are what ``json.dumps(records, indent=2)`` (+ a newline) would write."""
+    result = run_cli("generate", "--data_split", "valid", "--data_dir", str(valid_split.parent), "--progress", "false")
+    assert result.returncode == 0, result.stderr
+    written = (valid_split / "generated_qa_pairs.json").read_text()
+    assert written == json.dumps(json.loads(written), indent=2) + "\n"

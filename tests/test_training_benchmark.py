@@ -54,8 +54,13 @@ def test_gpu_script_dry_run_on_cpu_writes_ratios_against_the_baseline(tmp_path):
         assert entry["speedup_vs_original"] == pytest.approx(
             entry["qa_pairs_per_s"] / results["original"]["qa_pairs_per_s"], rel=0.01
         )
-    # the cache really replaces the vision tower in the step; without it every row's image is encoded
+    # the cache really replaces the vision tower in the step; without it each distinct image of a batch is encoded
+    # once (batches grouped by image: 9 questions per image), the original encodes every row's
     assert results["ours_cache"]["images_encoded_per_step"] == 0
-    assert results["ours_no_cache"]["images_encoded_per_step"] == results["original"]["images_encoded_per_step"] == 2
-    assert figures["cache_build"]["images"] == 6  # 6 per-pair images; the grouped rows reuse 3 of them
+    assert results["original"]["images_encoded_per_step"] == 2
+    assert 1 <= results["ours_no_cache"]["images_encoded_per_step"] < 2
+    assert figures["cache_build"]["images"] == 5  # 2 per-pair images (10 rows); the 5 grouped rows' images include them
+    for name in ("original", "ours_no_cache", "ours_cache"):
+        assert results[name]["host_ops_per_step"] > 100 and results[name]["profile_top_host_ops"]
+    assert (tmp_path / "input_path_cpu.json").is_file()
     assert results["ours_grouped_cache"]["qa_pairs_timed"] == 2 * 9  # 2 timed steps of one 9-turn row

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stk_vqa.fileio import atomic_write_bytes, atomic_write_json
+from stk_vqa.fileio import atomic_write_bytes
 
 from .configs import CheckConfig, GenerateConfig, parse_image_size
 from .questions import QAPair, generate_scene_qa, resolve_families
@@ -218,6 +218,18 @@ def qa_records(frames: Iterator[FrameQA]) -> list[dict]:
     ]
 
 
+def records_json(records: list[dict]) -> bytes:
+    """The records as ``json.dumps(records, indent=2)`` writes them, plus a newline, made by orjson.
+
+    The same bytes for ASCII text (every question and answer here; other text is written as UTF-8 rather than
+    ``\\u`` escapes), about 40x faster: with the standard library's pure-Python indenting encoder, writing took
+    more than half of ``stk-vqa generate``'s time on a train-sized split (``docs/training-speed.md``).
+    """
+    import orjson
+
+    return orjson.dumps(records, option=orjson.OPT_INDENT_2) + b"\n"
+
+
 def generate(config: GenerateConfig) -> None:
     """Generate the QA pairs of a split folder and write them as JSON (``stk-vqa generate``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -227,7 +239,7 @@ def generate(config: GenerateConfig) -> None:
                            config.num_workers, summary, config.progress)  # fmt: skip
     records = qa_records(frames)
     out = Path(config.output_file) if config.output_file else split_dir / OUTPUT_NAME
-    atomic_write_json(out, records)
+    atomic_write_bytes(out, records_json(records))
     print(summary.line())
     print(f"wrote {len(records)} QA pairs to {out}")
 

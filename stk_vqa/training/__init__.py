@@ -6,9 +6,11 @@ One module, one job:
   ``TrlParser`` and the recipe checks;
 * :mod:`.data`: the training DatasetDict;
 * :mod:`.model_utils`: model + processor as the recipe asks, image tokens, the LoRA config;
-* :mod:`.trainer`: ``StkSFTTrainer`` and the vision-feature / row-recording switches;
+* :mod:`.trainer`: ``StkSFTTrainer`` and the input-path / row-recording switches;
 * :mod:`.collators`: wrappers around TRL's vision-language collator;
 * :mod:`.vision_features`: encode each image once (in-batch reuse, offline feature cache);
+* :mod:`.preprocess`: rows tokenised once, the padding collator, the image-grouping sampler;
+* :mod:`.image_transforms`: the processor's image resize + normalise as torch ops on the device;
 * :mod:`.artifacts`: loss curve, ``recipe.yaml``, model card section, checkpoints.
 
 The run itself (parse -> data -> model -> LoRA -> trainer -> train / save / push) reads top to bottom in

@@ -78,6 +78,29 @@ class StkScriptArguments(ScriptArguments):
     vision_feature_cache_batch_size: int = field(
         default=32, metadata={"help": "Images per vision-encoder batch while building the feature cache."}
     )
+    preprocess_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Tokenise every row once before training (TRL's own collator, cached by `datasets` under a "
+            "fingerprint of the dataset and processor) and collate by padding only: the same input_ids, labels and "
+            "attention_mask as TRL's collator. Images go to the device as stored (uint8) and are resized and "
+            "normalised there exactly as Pillow and the processor do, each distinct image of a batch encoded once; "
+            "with vision_feature_cache their cached features are gathered instead (vision tower frozen: lora_scope "
+            "text; one image per row, no image splitting)."
+        },
+    )
+    preprocess_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for the one-off tokenising pass of preprocess_rows."}
+    )
+    group_batches_by_image: bool = field(
+        default=False,
+        metadata={
+            "help": "Train sampler that puts the rows (questions) of one image next to each other (images and rows "
+            "shuffled every epoch), so a batch holds few distinct images and in-batch reuse encodes each once. "
+            "Batches then mix fewer images (gradients are more correlated); without it in-batch reuse by pixel "
+            "comparison is turned off when random batches would rarely repeat an image."
+        },
+    )
 
     def __post_init__(self):
         if str(self.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):

@@ -477,12 +477,16 @@ class CachedFeatureCollator:
 
 
 def attach_image_features(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Move a batch's ``image_features`` (from :class:`CachedFeatureCollator`) to the model's ``mm_encoder_outputs``."""
+    """Move a batch's ``image_features`` (from :class:`CachedFeatureCollator`, or per distinct image with an
+    ``image_index`` per image slot from the pre-processed path) to the model's ``mm_encoder_outputs``."""
     if "image_features" not in inputs:
         return inputs
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     inputs = dict(inputs)
     features = inputs.pop("image_features")
+    index = inputs.pop("image_index", None)
+    if index is not None:
+        features = features.index_select(0, index.to(features.device))  # distinct images -> image slots
     inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
     return inputs
