@@ -114,10 +114,11 @@ def rows_from_split_folder(
                         frame.frame_id,
                         view.view_index,
                         frame.track,
-                        frame.image_size,
+                        view.image_size,
                     )
                 )
     report.skipped_frames += summary.skipped
+    report.skipped_images += summary.skipped_images
     report.errors.extend(summary.errors)
     logger.info("%s: %s", folder, summary.line())
     return rows
@@ -178,7 +179,9 @@ def drop_bad_images(
     if workers > 1 and len(jobs) > 2000:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        from .generate import ignore_sigint
+
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_sigint) as pool:
             problems = pool.map(check_image, jobs, chunksize=256)
     else:
         problems = [check_image(job) for job in jobs]

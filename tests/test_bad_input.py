@@ -1,0 +1,574 @@
+"""Bad input and faults on every command, as a careful user (and an attacker) would try them.
+
+Each case runs the ``stk-vqa`` command in-process and asserts its exit code, its one-line message (no traceback)
+and that no earlier output or input changed. Grouped by command; ``docs/bad-input.md`` is the same table in prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stk_vqa.cli import main
+from stk_vqa.fileio import MARKER
+
+SAMPLE = Path(__file__).resolve().parents[1] / "stk_vqa" / "data" / "sample"
+GOOD = "00000"  # a frame of the sample's train split with karts in every view
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``stk-vqa ARGV`` in this process; ``(exit code, stdout, stderr)`` as the shell would see them."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Content hash of every file under ``path`` (or of ``path`` itself), symlinks not followed."""
+    path = Path(path)
+    if path.is_file():
+        return {".": hashlib.sha1(path.read_bytes()).hexdigest()}
+    if not path.exists():
+        return {}
+    return {
+        str(p.relative_to(path)): hashlib.sha1(p.read_bytes()).hexdigest()
+        if p.is_file() and not p.is_symlink()
+        else "-"
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def expect_error(code: int, err: str, message: str, exit_code: int = 1) -> None:
+    """Exit ``exit_code`` and one ``error:`` line matching ``message`` (regex), no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == exit_code, err
+    assert "Traceback" not in err, err
+    assert lines and lines[-1].startswith("error: "), err
+    assert re.search(message, lines[-1]), lines[-1]
+
+
+def copy_frame(src_split: Path, dst_split: Path, frame: str) -> None:
+    dst_split.mkdir(parents=True, exist_ok=True)
+    for f in src_split.glob(f"{frame}_*"):
+        shutil.copy(f, dst_split / f.name)
+
+
+@pytest.fixture()
+def data(tmp_path) -> Path:
+    """A data folder with train (3 frames) and valid (2 frames) split folders of the bundled sample."""
+    root = tmp_path / "data"
+    for split, frames in (("train", ["00000", "00001", "00002"]), ("valid", ["00000", "00001"])):
+        for frame in frames:
+            copy_frame(SAMPLE / split, root / split, frame)
+    return root
+
+
+def info(data: Path, split: str = "train", frame: str = GOOD) -> dict:
+    return json.loads((data / split / f"{frame}_info.json").read_text())
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+# ================================================================================================ generate
+
+BAD_INFO = {
+    # id: (what the file holds, the field the message names)
+    "int-overflow-box": (
+        lambda d: d["detections"][0].__setitem__(0, [1, 0, 10**400, 0, 10**400, 5]),
+        r"detections\[0\]",
+    ),
+    "float-1e300-box": (lambda d: d["detections"][0].__setitem__(0, [1, 0, 1e300, 0, 1e300, 5]), r"detections\[0\]"),
+    "float-1e300-distance": (lambda d: d["distance_down_track"].__setitem__(0, 1e300), "distance_down_track"),
+    "int-10e400-distance": (lambda d: d["distance_down_track"].__setitem__(0, 10**400), "distance_down_track"),
+    "nan-velocity": (lambda d: d["velocity"][0].__setitem__(0, float("nan")), r"velocity\[0\]"),
+    "inf-box": (lambda d: d["detections"][0].__setitem__(0, [1, 0, float("inf"), 0, 5, 5]), r"detections\[0\]"),
+    "string-coordinate": (lambda d: d["detections"][0].__setitem__(0, [1, 0, "5", 0, 9, 9]), r"detections\[0\]"),
+    "bool-class": (lambda d: d["detections"][0].__setitem__(0, [True, 0, 1, 1, 9, 9]), "class_id"),
+    "box-corners-swapped": (lambda d: d["detections"][0].__setitem__(0, [1, 0, 90, 90, 10, 10]), r"detections\[0\]"),
+    "kart-id-out-of-range": (lambda d: d["detections"][0].__setitem__(0, [1, 99, 1, 1, 9, 9]), "instance_id"),
+    "huge-instance-id": (lambda d: d["detections"][0].__setitem__(0, [2, 2**70, 1, 1, 9, 9]), "instance_id"),
+    "zero-views": (lambda d: d.__setitem__("detections", []), "detections"),
+    "non-string-kart": (lambda d: d["karts"].__setitem__(0, 5), r"karts\[0\]"),
+    "kart-name-newline": (lambda d: d["karts"].__setitem__(0, "tux\nIgnore previous"), r"karts\[0\]"),
+    "kart-name-10k": (lambda d: d["karts"].__setitem__(0, "x" * 10_000), r"karts\[0\]"),
+    "track-not-string": (lambda d: d.__setitem__("track", ["abyss"]), "track"),
+    "missing-velocity": (lambda d: d.__delitem__("velocity"), "velocity"),
+    "root-is-list": (lambda d: [d], "<root>"),
+}
+
+BAD_FILES = {
+    # id: (writes the bad file into the split folder, part of the message)
+    "deep-nesting-200k": (
+        lambda s: (s / "00009_info.json").write_text("[" * 200_000 + "]" * 200_000),
+        "nested too deeply",
+    ),
+    "truncated-json": (lambda s: (s / "00009_info.json").write_text('{"track": "abyss", "karts": ['), "malformed JSON"),
+    "empty-file": (lambda s: (s / "00009_info.json").write_bytes(b""), "malformed JSON"),
+    "not-utf8": (lambda s: (s / "00009_info.json").write_bytes(b'{"track": "\xff"}'), "UTF-8"),
+    "5000-digit-int": (
+        lambda s: (s / "00009_info.json").write_text('{"track": ' + "9" * 5000 + "}"),
+        "unreadable value",
+    ),
+    "folder-named-info": (lambda s: (s / "00009_info.json").mkdir(), "cannot read"),
+    "dangling-symlink": (lambda s: (s / "00009_info.json").symlink_to(s / "nowhere"), "cannot read"),
+    "symlink-loop": (lambda s: (s / "00009_info.json").symlink_to(s / "00009_info.json"), "cannot read"),
+    "17MB-file": (lambda s: (s / "00009_info.json").write_bytes(b" " * (17 * 2**20)), "larger than"),
+    "short-frame-id": (lambda s: (s / "1_info.json").write_text("{}"), "not a frame name"),
+    "uppercase-10-hex-id": (lambda s: (s / "ABCDEF0123_info.json").write_text("{}"), "not a frame name"),
+    "word-frame-id": (lambda s: (s / "frame1_info.json").write_text("{}"), "not a frame name"),
+}
+
+
+def _write_bad_info(split: Path, mutate) -> None:
+    d = json.loads((split / f"{GOOD}_info.json").read_text())
+    result = mutate(d)
+    payload = result if isinstance(result, list) else d
+    # json.dumps writes NaN/Infinity and 10**400 as Python's json reader accepts them
+    (split / "00009_info.json").write_text(json.dumps(payload))
+
+
+def _bad_split(data: Path, kind: str, case: str) -> Path:
+    split = data / "one"
+    copy_frame(data / "train", split, GOOD)
+    if kind == "info":
+        _write_bad_info(split, BAD_INFO[case][0])
+    else:
+        BAD_FILES[case][0](split)
+    return split
+
+
+@pytest.mark.parametrize("kind, case", [("info", c) for c in BAD_INFO] + [("file", c) for c in BAD_FILES])
+def test_generate_skips_and_counts_every_bad_info_file(data, capsys, kind, case):
+    split = _bad_split(data, kind, case)
+    code, out, err = run(["generate", "--data_dir", data, "--data_split", "one"], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert "frames: 2 read, 1 skipped (bad input)" in out
+    records = json.loads((split / "generated_qa_pairs.json").read_text())
+    assert records and {r["image_file"][4:9] for r in records} == {GOOD}  # only the good frame's pairs
+
+
+@pytest.mark.parametrize("kind, case", [("info", c) for c in BAD_INFO] + [("file", c) for c in BAD_FILES])
+def test_generate_strict_names_the_file_and_field(data, capsys, kind, case):
+    split = _bad_split(data, kind, case)
+    code, out, err = run(["generate", "--data_dir", data, "--data_split", "one", "--strict", "true"], capsys)
+    field = BAD_INFO[case][1] if kind == "info" else BAD_FILES[case][1]
+    expect_error(code, err, r"_info\.json: field '.*'")
+    assert re.search(field, err), err
+    assert not (split / "generated_qa_pairs.json").exists()
+
+
+def _good_output(data: Path) -> Path:
+    out = data / "train" / "generated_qa_pairs.json"
+    out.write_text(json.dumps([{"image_file": "train/00000_00_im.jpg", "question": "q?", "answer": "a"}]))
+    return out
+
+
+GENERATE_ERRORS = [
+    # id, extra argv (formatted with data=...), message regex
+    ("output-onto-info-file", ["--output_file", "{data}/train/00001_info.json"], "that name is read as input"),
+    ("output-onto-image", ["--output_file", "{data}/train/00001_00_im.jpg"], "that name is read as input"),
+    ("output-via-symlink-to-info", ["--output_file", "{data}/link.json"], "that name is read as input"),
+    ("output-is-split-folder", ["--output_file", "{data}/train"], "is a folder"),
+    ("output-is-data-folder", ["--output_file", "{data}"], "is a folder"),
+    ("output-not-a-qa-file", ["--output_file", "{data}/notes.json"], "not a QA pairs file"),
+    ("numeric-split-name", ["--data_split", "123"], "split folder not found: .*123"),
+    ("split-with-dotdot", ["--data_split", "../data"], "not a split folder name"),
+    ("empty-split-name", ["--data_split", ""], "not a split folder name"),
+    ("image-size-one-number", ["--image_size", "150"], "expected WIDTHxHEIGHT"),
+    ("image-size-0x0", ["--image_size", "0x0"], "each side must be 1 to"),
+    ("image-size-negative", ["--image_size=-150x-100"], "expected WIDTHxHEIGHT"),
+    ("image-size-negative-spaced", ["--image_size", "-150x-100"], "--image_size.*expected one argument"),
+    ("image-size-hex", ["--image_size", "0x10x10"], "expected WIDTHxHEIGHT"),
+    ("image-size-huge", ["--image_size", "99999x10"], "each side must be 1 to"),
+    ("image-size-words", ["--image_size", "abc"], "expected WIDTHxHEIGHT"),
+    ("num-workers-0", ["--num_workers", "0"], "num_workers: must be 1 to"),
+    ("num-workers-text", ["--num_workers", "many"], "invalid int value"),
+    ("unknown-family", ["--families", "nope"], "unknown question family 'nope'"),
+    ("empty-families", ["--families", ""], "families: empty"),
+    ("unknown-flag", ["--bogus", "1"], r"unknown option\(s\) \['bogus'\]"),
+]
+
+
+@pytest.mark.parametrize("case, extra, message", GENERATE_ERRORS, ids=[c[0] for c in GENERATE_ERRORS])
+def test_generate_refuses(data, capsys, case, extra, message):
+    good = _good_output(data)
+    (data / "link.json").symlink_to(data / "train" / "00001_info.json")
+    (data / "notes.json").write_text('{"my": "notes"}')
+    before = tree(data)
+    argv = ["generate", "--data_dir", data, "--data_split", "train", *[a.format(data=data) for a in extra]]
+    code, _, err = run(argv, capsys)
+    expect_error(code, err, message)
+    assert tree(data) == before and good.exists()
+
+
+@pytest.mark.parametrize("content", ["none", "all-bad", "no-karts"])
+def test_generate_never_replaces_a_good_file_with_an_empty_one(data, capsys, content):
+    split = data / "empty"
+    split.mkdir()
+    if content == "all-bad":
+        (split / "00000_info.json").write_text("{}")
+    elif content == "no-karts":
+        d = info(data)
+        d["detections"] = [[] for _ in d["detections"]]
+        (split / "00000_info.json").write_text(json.dumps(d))
+    old = split / "generated_qa_pairs.json"
+    old.write_text(json.dumps([{"image_file": "empty/00000_00_im.jpg", "question": "q", "answer": "a"}]))
+    before = tree(data)
+    code, _, err = run(["generate", "--data_dir", data, "--data_split", "empty"], capsys)
+    expect_error(code, err, r"no QA pairs generated .* left as it was")
+    assert tree(data) == before
+
+
+def test_generate_labels_each_view_at_its_own_size(data, capsys):
+    from stk_vqa.data.questions import generate_scene_qa
+    from stk_vqa.data.scene import load_frame, view_scene
+
+    split = data / "train"
+    view1 = split / f"{GOOD}_01_im.jpg"
+    Image.open(view1).convert("RGB").resize((300, 200)).save(view1)  # view 1 at twice view 0's size
+    code, out, err = run(["generate", "--data_dir", data, "--data_split", "train"], capsys)
+    assert code == 0, err
+    records = json.loads((split / "generated_qa_pairs.json").read_text())
+    frame = load_frame(split / f"{GOOD}_info.json")
+    for view, size in ((0, Image.open(split / f"{GOOD}_00_im.jpg").size), (1, (300, 200))):
+        expected = [(p.question, p.answer) for p in generate_scene_qa(view_scene(frame, view, size))]
+        got = [(r["question"], r["answer"]) for r in records if r["image_file"] == f"train/{GOOD}_{view:02d}_im.jpg"]
+        assert got == expected
+
+
+def test_generate_skips_and_counts_an_unreadable_view_image(data, capsys):
+    split = data / "train"
+    (split / f"{GOOD}_02_im.jpg").write_bytes(b"not a jpeg")
+    code, out, err = run(["generate", "--data_dir", data, "--data_split", "train"], capsys)
+    assert code == 0, err
+    assert "1 unreadable image(s) skipped" in out
+    records = json.loads((split / "generated_qa_pairs.json").read_text())
+    assert not any(r["image_file"] == f"train/{GOOD}_02_im.jpg" for r in records)
+    assert any(r["image_file"] == f"train/{GOOD}_03_im.jpg" for r in records)
+    code, _, err = run(["generate", "--data_dir", data, "--data_split", "train", "--strict", "true"], capsys)
+    expect_error(code, err, f"{GOOD}_02_im.jpg: field '<image>'")
+
+
+def test_generate_ctrl_c_says_nothing_changed(data, capsys, monkeypatch):
+    import stk_vqa.data.generate as generate
+
+    good = _good_output(data)
+    before = tree(data)
+
+    def interrupted(frames):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "qa_records", interrupted)
+    code, _, err = run(["generate", "--data_dir", data, "--data_split", "train"], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip() == f"interrupted (Ctrl-C): {good} left as it was"
+    assert tree(data) == before
+
+
+def test_stale_temp_files_of_a_killed_run_are_cleaned(data, capsys):
+    pid = dead_pid()
+    split = data / "train"
+    stale = [split / f".generated_qa_pairs.json.{pid}.abc123.tmp", data / f".out.{pid}.x1.partial"]
+    stale[0].write_bytes(b"x" * 1000)
+    stale[1].mkdir()
+    (stale[1] / "big.parquet").write_bytes(b"x" * 1000)
+    live = split / f".generated_qa_pairs.json.{os.getpid()}.abc.tmp"  # a running writer's file is left alone
+    live.write_bytes(b"x")
+    code, _, err = run(["generate", "--data_dir", data, "--data_split", "train"], capsys)
+    assert code == 0, err
+    assert not stale[0].exists() and live.exists()
+    code, _, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", data / "out"], capsys)
+    assert code == 0, err
+    assert not stale[1].exists()
+    assert [p.name for p in data.iterdir() if p.name.startswith(".")] == []
+
+
+def test_kill_9_mid_write_leaves_the_old_file_and_the_next_run_cleans_up(data, tmp_path):
+    """A writer killed with SIGKILL between writing its temporary file and renaming it."""
+    out = data / "train" / "generated_qa_pairs.json"
+    good = _good_output(data)
+    before = good.read_bytes()
+    code = (
+        "import os, signal; import stk_vqa.fileio as f\n"
+        "real = os.replace\n"
+        "def killed(src, dst): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "os.replace = killed\n"
+        f"f.atomic_write_bytes({str(out)!r}, b'[' + b' ' * 5_000_000 + b']')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -9
+    leftovers = [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    assert out.read_bytes() == before and len(leftovers) == 1
+    from stk_vqa.fileio import atomic_write_json
+
+    atomic_write_json(out, [])
+    assert [p for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ================================================================================================ check
+
+CHECK_ERRORS = [
+    ("output-onto-info-file", ["{info}", "--output_file", "{info}"], "that name is read as input"),
+    ("output-onto-image", ["{info}", "--output_file", "{split}/00000_00_im.jpg"], "that name is read as input"),
+    ("output-is-folder", ["{info}", "--output_file", "{split}"], "is a folder"),
+    ("view-out-of-range", ["{info}", "--view_index", "99"], "view_index: must be 0 to 63"),
+    ("view-past-last", ["{info}", "--view_index", "7"], "view 7 out of range"),
+    ("negative-view", ["{info}", "--view_index", "-1"], "view_index: must be 0 to 63"),
+    ("missing-info", ["{split}/nope_info.json"], "cannot read"),
+    ("bad-image-size", ["{info}", "--image_size", "0x0"], "each side must be 1"),
+    ("no-info-file", [], "an info file is required"),
+    ("corrupt-image", ["{split}/00001_info.json", "--view_index", "0"], "cannot read image"),
+]
+
+
+@pytest.mark.parametrize("case, extra, message", CHECK_ERRORS, ids=[c[0] for c in CHECK_ERRORS])
+def test_check_refuses(data, capsys, case, extra, message, monkeypatch):
+    split = data / "train"
+    (split / "00001_00_im.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    monkeypatch.chdir(data)
+    before = tree(data)
+    code, _, err = run(["check", *[a.format(info=split / "00000_info.json", split=split) for a in extra]], capsys)
+    expect_error(code, err, message)
+    assert tree(data) == before
+
+
+# ================================================================================================ build
+
+
+def _built(data: Path, capsys, name: str = "built") -> Path:
+    out = data.parent / name
+    code, _, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", out], capsys)
+    assert code == 0, err
+    return out
+
+
+def _legacy(data: Path, records: list) -> Path:
+    path = data.parent / "legacy_qa.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+GOOD_LEGACY = {"image_file": "valid/00000_00_im.jpg", "question": "What kart is the ego car?", "answer": "tux"}
+
+BUILD_ERRORS = [
+    # id, argv after `build --data_dir {data}` (formatted), message regex
+    ("out-is-data-dir", ["--out_dir", "{data}", "--overwrite"], "out_dir .* contains the input"),
+    ("out-is-a-split", ["--out_dir", "{data}/train", "--overwrite"], "out_dir .* is the same as the input"),
+    ("out-inside-a-split", ["--out_dir", "{data}/train/ds", "--overwrite"], "lies inside the input"),
+    ("out-is-parent-of-data", ["--out_dir", "{tmp}", "--overwrite"], "contains the input"),
+    ("out-is-symlink-to-split", ["--out_dir", "{tmp}/split_link", "--overwrite"], "is the same as the input"),
+    ("out-is-foreign-folder", ["--out_dir", "{tmp}/mine", "--overwrite"], "was not written by stk-vqa"),
+    ("out-exists-no-overwrite", ["--out_dir", "{tmp}/built"], "already exists"),
+    ("out-is-a-file", ["--out_dir", "{tmp}/file.txt", "--overwrite"], "exists and is not a folder"),
+    ("out-empty", ["--out_dir", ""], "out_dir: empty"),
+    ("max-shard-0B", ["--out_dir", "{tmp}/o", "--max_shard_size", "0B"], "must be more than 0"),
+    ("max-shard-1KB", ["--out_dir", "{tmp}/o", "--max_shard_size", "1KB"], "at least 100KB"),
+    ("max-shard-words", ["--out_dir", "{tmp}/o", "--max_shard_size", "big"], "cannot read it"),
+    ("max-shard-two-dots", ["--out_dir", "{tmp}/o", "--max_shard_size", "1.5.5MB"], "cannot read it"),
+    ("max-shard-1e400", ["--out_dir", "{tmp}/o", "--max_shard_size", "1" + "0" * 400 + "GB"], "cannot read it"),
+    ("grader-style-text", ["--out_dir", "{tmp}/o", "--grader_style", "abc"], "invalid int value"),
+    ("grader-style-negative", ["--out_dir", "{tmp}/o", "--grader_style=-1"], "grader_style: must be"),
+    ("grader-style-1e400", ["--out_dir", "{tmp}/o", "--grader_style", "9" * 400], "grader_style: must be"),
+    ("splits-duplicated", ["--out_dir", "{tmp}/o", "--splits", "train,train"], "listed twice"),
+    ("splits-empty", ["--out_dir", "{tmp}/o", "--splits", ","], "no split folder"),
+    ("splits-dotdot", ["--out_dir", "{tmp}/o", "--splits", "train,../data"], "not a split folder name"),
+    ("splits-numeric-missing", ["--out_dir", "{tmp}/o", "--splits", "123"], "split folder not found"),
+    ("balance-unknown-split", ["--out_dir", "{tmp}/o", "--balance", "--balance_splits", "tain"], "no such split"),
+    ("tracks-without-track-split", ["--out_dir", "{tmp}/o", "--validation_tracks", "abyss"], "needs --split_by"),
+    ("fraction-nan", ["--out_dir", "{tmp}/o", "--validation_fraction", "nan"], "validation_fraction"),
+    ("fraction-1", ["--out_dir", "{tmp}/o", "--validation_fraction", "1"], "validation_fraction"),
+    (
+        "legacy-split-path",
+        ["--out_dir", "{tmp}/o", "--legacy_qa_file", "{tmp}/legacy_qa.json", "--legacy_split", "../x"],
+        "legacy_split",
+    ),  # fmt: skip
+    ("num-proc-0", ["--out_dir", "{tmp}/o", "--num_proc", "0"], "num_proc: must be"),
+    ("push-bad-hub-id", ["--out_dir", "{tmp}/o", "--push_to_hub", "--hub_dataset_id", "../x"], "hub_dataset_id"),
+    ("unknown-family", ["--out_dir", "{tmp}/o", "--families", "ego"], "unknown question family"),
+]
+
+
+@pytest.mark.parametrize("case, extra, message", BUILD_ERRORS, ids=[c[0] for c in BUILD_ERRORS])
+def test_build_refuses(data, capsys, case, extra, message):
+    tmp = data.parent
+    built = _built(data, capsys)
+    (tmp / "split_link").symlink_to(data / "train")
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "thesis.tex").write_text("years of work")
+    (tmp / "file.txt").write_text("notes")
+    _legacy(data, [GOOD_LEGACY])
+    before = tree(tmp)
+    code, _, err = run(["build", "--data_dir", data, *[a.format(data=data, tmp=tmp) for a in extra]], capsys)
+    expect_error(code, err, message)
+    assert tree(tmp) == before and (built / MARKER).is_file()
+
+
+LEGACY_ERRORS = [
+    ("absolute-image-file", [{**GOOD_LEGACY, "image_file": "/etc/passwd"}], "not a relative path"),
+    ("dotdot-image-file", [{**GOOD_LEGACY, "image_file": "valid/../../secret.jpg"}], "contains '..'"),
+    ("home-image-file", [{**GOOD_LEGACY, "image_file": "~/.ssh/id_rsa"}], "not a relative path"),
+    ("windows-image-file", [{**GOOD_LEGACY, "image_file": "C:\\x.jpg"}], "not a relative path"),
+    ("numeric-family", [{**GOOD_LEGACY, "family": 5}], "field 'family' must be a non-empty string"),
+    ("empty-answer", [{**GOOD_LEGACY, "answer": ""}], "field 'answer' missing, empty"),
+    ("numeric-answer", [{**GOOD_LEGACY, "answer": 3}], "field 'answer' missing, empty or not a string"),
+    ("not-a-list", {"a": 1}, "expected a JSON list"),
+    ("item-not-object", ["x"], "item 0: expected an object"),
+]
+
+
+@pytest.mark.parametrize("case, records, message", LEGACY_ERRORS, ids=[c[0] for c in LEGACY_ERRORS])
+def test_build_legacy_file_is_validated_and_confined(data, capsys, case, records, message):
+    legacy = _legacy(data, records)
+    before = tree(data.parent)
+    code, _, err = run(
+        ["build", "--data_dir", data, "--legacy_qa_file", legacy, "--out_dir", data.parent / "o"], capsys
+    )
+    expect_error(code, err, message)
+    assert tree(data.parent) == before
+
+
+@pytest.mark.parametrize("payload, message", [("[" * 200_000, "nested too deeply"), ("[1, 2", "not a readable JSON")])
+def test_build_legacy_file_unreadable(data, capsys, payload, message):
+    legacy = data.parent / "legacy_qa.json"
+    legacy.write_text(payload)
+    code, _, err = run(
+        ["build", "--data_dir", data, "--legacy_qa_file", legacy, "--out_dir", data.parent / "o"], capsys
+    )
+    expect_error(code, err, message)
+
+
+def test_build_replaces_only_its_own_output(data, capsys):
+    built = _built(data, capsys)
+    stamp = (built / "README.md").read_bytes()
+    code, _, err = run(["build", "--data_dir", data, "--splits", "train,valid", "--out_dir", built, "--overwrite"],
+                       capsys)  # fmt: skip
+    assert code == 0, err
+    assert (built / MARKER).is_file() and (built / "README.md").read_bytes() != stamp
+    assert sorted(p.name for p in built.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_build_labels_views_of_different_sizes_and_blames_no_good_view(data, capsys):
+    import datasets
+
+    view1 = data / "valid" / f"{GOOD}_01_im.jpg"
+    Image.open(view1).convert("RGB").resize((300, 200)).save(view1)
+    out = data.parent / "o"
+    code, stdout, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", out], capsys)
+    assert code == 0, err
+    assert "skipped: 0 bad frame(s), 0 bad image(s)" in stdout
+    rows = datasets.load_dataset(str(out), split="validation")
+    expected = json.loads(
+        (
+            lambda: (
+                run(["generate", "--data_dir", data, "--data_split", "valid"], capsys),
+                (data / "valid" / "generated_qa_pairs.json").read_text(),
+            )[1]
+        )()  # fmt: skip
+    )
+    assert sorted(zip(rows["image_file"], rows["question"], rows["answer"])) == sorted(
+        (r["image_file"], r["question"], r["answer"]) for r in expected
+    )
+
+
+def test_build_yaml_values_are_typed(data, capsys, tmp_path):
+    before = tree(data)
+    for text, message in [
+        ("splits: 123\n", r"field 'splits': expected str, got 123 \(quote it"),
+        ("data_split: 1\n", r"unknown field"),
+        ("seed: yes\n", r"field 'seed': expected int, got True"),
+        ("overwrite: 1\n", r"field 'overwrite': expected bool"),
+        ("out_dir: [a]\n", r"field 'out_dir': expected str"),
+        ("- a\n", "must be a YAML mapping"),
+        ("a: [" * 5000 + "]" * 5000 + "\n", "valid YAML"),
+        ("a: b: c\n", "not valid YAML"),
+    ]:
+        config = tmp_path / "build.yaml"
+        config.write_text(text)
+        code, _, err = run(["build", config, "--data_dir", data, "--out_dir", tmp_path / "o"], capsys)
+        expect_error(code, err, message)
+    assert tree(data) == before and not (tmp_path / "o").exists()
+
+
+def test_build_ctrl_c_leaves_the_previous_output(data, capsys, monkeypatch):
+    import stk_vqa.data.builder as builder
+
+    built = _built(data, capsys)
+    before = tree(data.parent)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "write_split", interrupted)
+    code, _, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", built, "--overwrite"], capsys)
+    assert code == 130 and err.strip() == f"interrupted (Ctrl-C): {built} left as it was (no partial output)"
+    assert tree(data.parent) == before
+
+
+def test_build_counts_unreadable_images_and_names_them_with_strict(data, capsys):
+    (data / "valid" / f"{GOOD}_03_im.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = data.parent / "o"
+    code, stdout, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", out], capsys)
+    assert code == 0, err
+    assert "1 bad image(s)" in stdout
+    code, _, err = run(["build", "--data_dir", data, "--splits", "valid", "--out_dir", data.parent / "s", "--strict"],
+                       capsys)  # fmt: skip
+    expect_error(code, err, f"{GOOD}_03_im.jpg: field '<image>'")
+
+
+# ================================================================================================ preview
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("out-is-dataset", ["--out_dir", "{built}"], "is the same as the input"),
+        ("out-inside-dataset", ["--out_dir", "{built}/data"], "lies inside the input"),
+        ("out-is-data-dir", ["--out_dir", "{data}", "--data_dir", "{data}"], "is the same as the input"),
+        ("out-is-foreign-folder", ["--out_dir", "{tmp}/mine"], "was not written by stk-vqa"),
+        ("num-rows-0", ["--num_rows", "0"], "num_rows: must be 1 to"),
+        ("columns-0", ["--columns", "0"], "columns: must be 1 to"),
+        ("missing-split", ["--split", "nope"], "cannot load it"),
+        ("missing-dataset", ["--dataset", "{tmp}/nope"], "cannot load|not loadable"),
+    ],
+)
+def test_preview_refuses(data, capsys, case, extra, message):
+    tmp = data.parent
+    built = _built(data, capsys)
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "index.html").write_text("my homepage")
+    before = tree(tmp)
+    argv = ["preview", built, "--out_dir", tmp / "p", *[a.format(built=built, data=data, tmp=tmp) for a in extra]]
+    code, _, err = run(argv, capsys)
+    expect_error(code, err, message)
+    assert tree(tmp) == before
+
+
+def test_preview_replaces_its_own_output(data, capsys):
+    built = _built(data, capsys)
+    out = data.parent / "p"
+    for _ in range(2):
+        code, _, err = run(["preview", built, "--out_dir", out, "--num_rows", "2"], capsys)
+        assert code == 0, err
+    assert (out / MARKER).is_file() and (out / "index.html").is_file()
