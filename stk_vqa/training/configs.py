@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-from stk_vqa.training.artifacts import last_complete_checkpoint
+from stk_vqa.training.artifacts import check_output_dir, checkpoint_problem, last_complete_checkpoint
 
 
 class RecipeError(ValueError):
@@ -78,8 +78,20 @@ class StkScriptArguments(ScriptArguments):
     vision_feature_cache_batch_size: int = field(
         default=32, metadata={"help": "Images per vision-encoder batch while building the feature cache."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an earlier run in output_dir (its checkpoints and adapter). Without it (and without "
+            "resume_from_checkpoint) an output_dir holding a run is refused."
+        },
+    )
 
     def __post_init__(self):
+        for name, low, high in (("image_size", 1, 4096), ("max_train_samples", 1, None),
+                                ("max_eval_samples", 1, None), ("vision_feature_cache_batch_size", 1, 65536)):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and (value < low or (high is not None and value > high)):
+                raise RecipeError(f"field {name!r}: must be {low} to {high or 'any'}, got {value!r}")
         if str(self.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):
             self.vision_feature_cache = None  # `--vision_feature_cache none` turns a recipe's cache off
         if self.lora_scope == "all" and (self.vision_feature_reuse or self.vision_feature_cache):
@@ -98,8 +110,14 @@ DATACLASSES = (StkScriptArguments, SFTConfig, ModelConfig)
 
 
 def make_parser() -> TrlParser:
-    """A ``TrlParser`` over the three dataclasses (``--config RECIPE.yaml`` plus ``--field value`` overrides)."""
-    return TrlParser(DATACLASSES)
+    """A ``TrlParser`` over the three dataclasses (``--config RECIPE.yaml`` plus ``--field value`` overrides); a bad
+    flag raises :class:`RecipeError` (one line) instead of argparse's usage dump."""
+
+    class RecipeParser(TrlParser):
+        def error(self, message):
+            raise RecipeError(f"command line: {message}")
+
+    return RecipeParser(DATACLASSES)
 
 
 def _recipe_argv(argv: list[str]) -> tuple[list[str], str | None]:
@@ -191,6 +209,13 @@ def parse_recipe(argv: list[str] | None = None) -> tuple[StkScriptArguments, SFT
     if not model_args.model_name_or_path:
         raise RecipeError(f"recipe {recipe or '(command line)'}: field 'model_name_or_path' is required")
     training_args.resume_from_checkpoint = _resolve_resume(training_args)
+    local = lambda ref: ref if ref and Path(str(ref)).expanduser().exists() else None  # noqa: E731
+    inputs = [local(script_args.dataset_name), local(model_args.model_name_or_path), recipe]
+    try:
+        check_output_dir(training_args.output_dir, inputs, bool(training_args.resume_from_checkpoint),
+                         script_args.overwrite_output_dir)  # fmt: skip
+    except ValueError as error:
+        raise RecipeError(f"recipe {recipe or '(command line)'}: {error}") from None
     return script_args, training_args, model_args
 
 
@@ -200,14 +225,17 @@ def _resolve_resume(training_args: SFTConfig) -> str | None:
     if value is None or str(value).lower() in ("false", "none", ""):
         return None
     if str(value).lower() in ("true", "last"):
-        last = last_complete_checkpoint(training_args.output_dir)
+        last = last_complete_checkpoint(training_args.output_dir)  # newest whose files all read; logs the others
         if last is None:
             raise RecipeError(
                 f"resume_from_checkpoint={value}: no complete checkpoint-* folder in {training_args.output_dir}"
             )
         return last
-    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
-        raise RecipeError(f"resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
+    if not os.path.isdir(value):
+        raise RecipeError(f"resume_from_checkpoint: {value} is not a checkpoint folder")
+    problem = checkpoint_problem(value)
+    if problem:
+        raise RecipeError(f"resume_from_checkpoint: {value} cannot be resumed: {problem}")
     return value
 
 
