@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import stk_vqa.fileio
 from stk_vqa.cli import main
-from stk_vqa.fileio import MARKER
+
+MARKER = getattr(stk_vqa.fileio, "MARKER", ".stk-vqa-output")
 
 SAMPLE = Path(__file__).resolve().parents[1] / "stk_vqa" / "data" / "sample"
 GOOD = "00000"  # a frame of the sample's train split with karts in every view
@@ -572,3 +574,368 @@ def test_preview_replaces_its_own_output(data, capsys):
         code, _, err = run(["preview", built, "--out_dir", out, "--num_rows", "2"], capsys)
         assert code == 0, err
     assert (out / MARKER).is_file() and (out / "index.html").is_file()
+
+
+# ================================================================================================ evaluate / test / ask
+
+
+@pytest.fixture()
+def adapter(tmp_path, trained_color_adapter_dir) -> Path:
+    """A private copy of the trained colour adapter (cases damage it)."""
+    return Path(shutil.copytree(trained_color_adapter_dir, tmp_path / "adapter"))
+
+
+def _truncate(path: Path, keep: int | None = None) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+EVAL_ERRORS = [
+    # id, damage(adapter folder, tmp), argv after `evaluate --data {data} --model {model}`, message
+    (
+        "out-is-adapter",
+        None,
+        ["--adapters", "{adapter}", "--out_dir", "{adapter}", "--overwrite"],
+        "is the same as the input",
+    ),
+    ("out-holds-adapter", None, ["--adapters", "{adapter}", "--out_dir", "{tmp}", "--overwrite"], "contains the input"),
+    ("out-is-dataset", None, ["--out_dir", "{data}", "--overwrite"], "is the same as the input"),
+    ("out-inside-dataset", None, ["--out_dir", "{data}/data", "--overwrite"], "lies inside the input"),
+    ("out-is-model", None, ["--out_dir", "{model}", "--overwrite"], "is the same as the input"),
+    ("out-is-foreign-folder", None, ["--out_dir", "{tmp}/mine", "--overwrite"], "was not written by stk-vqa"),
+    ("out-exists", None, ["--out_dir", "{tmp}/mine"], "already exists"),
+    (
+        "truncated-adapter-weights",
+        lambda a: _truncate(a / "adapter_model.safetensors"),
+        ["--adapters", "{adapter}"],
+        "adapter_model.safetensors is truncated",
+    ),  # fmt: skip
+    (
+        "empty-adapter-weights",
+        lambda a: _truncate(a / "adapter_model.safetensors", 0),
+        ["--adapters", "{adapter}"],
+        "adapter_model.safetensors is empty",
+    ),  # fmt: skip
+    (
+        "garbage-adapter-weights",
+        lambda a: (a / "adapter_model.safetensors").write_bytes(b"\xff" * 64),
+        ["--adapters", "{adapter}"],
+        "adapter_model.safetensors is truncated or not a safetensors file",
+    ),  # fmt: skip
+    (
+        "no-adapter-weights",
+        lambda a: (a / "adapter_model.safetensors").unlink(),
+        ["--adapters", "{adapter}"],
+        "has no adapter_model.safetensors",
+    ),  # fmt: skip
+    (
+        "adapter-config-garbage",
+        lambda a: (a / "adapter_config.json").write_text("{"),
+        ["--adapters", "{adapter}"],
+        "adapter_config.json: not a readable JSON file",
+    ),  # fmt: skip
+    (
+        "adapter-config-deep",
+        lambda a: (a / "adapter_config.json").write_text("[" * 100_000 + "]" * 100_000),
+        ["--adapters", "{adapter}"],
+        "adapter_config.json: not a readable JSON file",
+    ),  # fmt: skip
+    ("batch-size-0", None, ["--batch_size", "0"], "batch_size: must be 1 to"),
+    ("max-samples-0", None, ["--max_samples", "0"], "max_samples: must be at least 1"),
+    ("max-new-tokens-0", None, ["--max_new_tokens", "0"], "max_new_tokens: must be 1 to"),
+    ("device-foo", None, ["--device", "foo"], "--device 'foo'"),
+    ("dtype-int8", None, ["--dtype", "int8"], "--dtype 'int8'"),
+    ("missing-split", None, ["--split", "nope", "--no_prior"], "no split 'nope'"),
+    ("title-number-ok-split-missing", None, ["--title", "5", "--split", "0", "--no_prior"], "no split '0'"),
+]
+
+
+@pytest.mark.parametrize("case, damage, extra, message", EVAL_ERRORS, ids=[c[0] for c in EVAL_ERRORS])
+def test_evaluate_refuses(tmp_path, capsys, adapter, tiny_model_dir, color_chat_dataset_dir, case, damage, extra,
+                          message):  # fmt: skip
+    data = Path(shutil.copytree(color_chat_dataset_dir, tmp_path / "ds"))
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("mine")
+    if damage:
+        damage(adapter)
+    before = tree(tmp_path)
+    argv = ["evaluate", "--data", data, "--model", model, "--out_dir", tmp_path / "report"]
+    argv += [a.format(adapter=adapter, data=data, model=model, tmp=tmp_path) for a in extra]
+    code, _, err = run(argv, capsys)
+    expect_error(code, err, message)
+    assert tree(tmp_path) == before
+
+
+def test_evaluate_legacy_json_paths_are_confined(tmp_path, capsys, data, tiny_model_dir):
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (8, 8)).save(secret)
+    for image_file in (str(secret), "../secret.jpg", "valid/../../secret.jpg"):
+        legacy = data / "valid_grader" / "qa.json"
+        legacy.parent.mkdir(exist_ok=True)
+        legacy.write_text(json.dumps([{**GOOD_LEGACY, "image_file": image_file}]))
+        code, _, err = run(["evaluate", "--data", legacy, "--model", tiny_model_dir, "--out_dir", tmp_path / "r"],
+                           capsys)  # fmt: skip
+        expect_error(code, err, "field 'image_file'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_with_every_image_unreadable_writes_no_report(tmp_path, capsys, data, tiny_model_dir):
+    (data / "valid" / "00000_00_im.jpg").write_bytes(b"garbage")
+    legacy = data / "valid_grader" / "qa.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps([GOOD_LEGACY]))
+    code, _, err = run(["evaluate", "--data", legacy, "--model", tiny_model_dir, "--out_dir", tmp_path / "r",
+                        "--device", "cpu"], capsys)  # fmt: skip
+    expect_error(code, err, "no image could be opened .* not written")
+    assert not (tmp_path / "r").exists()
+
+
+def test_test_command_writes_inside_the_adapter_but_never_over_it(tmp_path, capsys, adapter, tiny_model_dir,
+                                                                 color_chat_dataset_dir):  # fmt: skip
+    before = tree(adapter)
+    argv = ["test", adapter, "--data", color_chat_dataset_dir, "--model", tiny_model_dir, "--device", "cpu",
+            "--max_samples", "2", "--no_prior"]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    assert (adapter / "eval" / "report.md").is_file()
+    assert {k: v for k, v in tree(adapter).items() if not k.startswith("eval")} == before
+    code, _, err = run([*argv, "--out_dir", adapter, "--overwrite"], capsys)
+    expect_error(code, err, "is the same as the input")
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("corrupt-image", ["{tmp}/bad.jpg", "What?"], "bad.jpg: UnidentifiedImageError"),
+        ("missing-image", ["{tmp}/nope.jpg", "What?"], "nope.jpg"),
+        ("empty-question", ["{tmp}/ok.png", " "], "an image and a question are required"),
+        ("max-new-tokens-0", ["{tmp}/ok.png", "What?", "--max_new_tokens", "0"], "max_new_tokens: must be"),
+        ("truncated-adapter", ["{tmp}/ok.png", "What?", "--adapter", "{adapter}"], "is truncated"),
+    ],
+)
+def test_ask_refuses(tmp_path, capsys, adapter, tiny_model_dir, case, extra, message):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    _truncate(adapter / "adapter_model.safetensors")
+    argv = ["ask", *[a.format(tmp=tmp_path, adapter=adapter) for a in extra], "--model", tiny_model_dir]
+    code, _, err = run(argv, capsys)
+    expect_error(code, err, message)
+
+
+# ================================================================================================ train
+
+
+def _recipe(tiny_model_dir, dataset, output_dir, *extra) -> list[str]:
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "smoke_cpu.yaml"
+    return ["train", str(recipe), "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(dataset),
+            "--output_dir", str(output_dir), "--report_to", "none", "--loss_curve", "false", *map(str, extra)]  # fmt: skip
+
+
+def _fake_checkpoint(folder: Path, step: int, good: bool = True) -> Path:
+    """A checkpoint folder with the files a LoRA run saves (tiny but well-formed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    save_file({"w": torch.zeros(64)}, str(ckpt / "adapter_model.safetensors"))
+    torch.save({"state": {0: torch.zeros(256)}}, ckpt / "optimizer.pt")
+    (ckpt / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    return ckpt
+
+
+TRAIN_ERRORS = [
+    # id, setup(run folder, tmp), argv extra after the recipe, message, exit code
+    ("earlier-run", lambda r, t: _fake_checkpoint(r, 10), [], "holds an earlier run .*--resume_from_checkpoint", 2),
+    ("output-is-dataset", None, ["--output_dir", "{data}"], "output_dir .* is the same as the input", 2),
+    ("output-inside-dataset", None, ["--output_dir", "{data}/run"], "lies inside the input", 2),
+    ("output-is-model", None, ["--output_dir", "{model}"], "is the same as the input", 2),
+    ("output-is-recipe-folder", None, ["--output_dir", "{recipes}"], "contains the input", 2),
+    ("output-is-a-file", lambda r, t: (t / "f").write_text("x"), ["--output_dir", "{tmp}/f"], "is not a folder", 2),
+    (
+        "output-foreign-folder",
+        lambda r, t: (r.mkdir(), (r / "notes.md").write_text("x")),
+        [],
+        "non-empty folder that no training run made",
+        2,
+    ),  # fmt: skip
+    (
+        "overwrite-foreign-folder",
+        lambda r, t: (r.mkdir(), (r / "notes.md").write_text("x")),
+        ["--overwrite_output_dir", "true"],
+        "non-empty folder that no training run made",
+        2,
+    ),  # fmt: skip
+    (
+        "resume-newest-truncated-only",
+        lambda r, t: _truncate(_fake_checkpoint(r, 10) / "optimizer.pt"),
+        ["--resume_from_checkpoint", "last"],
+        "no complete checkpoint",
+        2,
+    ),  # fmt: skip
+    (
+        "resume-explicit-truncated",
+        lambda r, t: _truncate(_fake_checkpoint(r, 10) / "trainer_state.json"),
+        ["--resume_from_checkpoint", "{run}/checkpoint-10"],
+        "cannot be resumed: trainer_state.json cannot be read",
+        2,
+    ),  # fmt: skip
+    ("resume-explicit-missing", None, ["--resume_from_checkpoint", "{tmp}/nope"], "is not a checkpoint folder", 2),
+    ("image-size-0", None, ["--image_size", "0"], "field 'image_size': must be", 2),
+    ("max-train-samples-0", None, ["--max_train_samples", "0"], "field 'max_train_samples': must be", 2),
+    ("lora-scope-bad", None, ["--lora_scope", "vision"], "invalid choice", 2),
+    ("bad-training-image", "bad-image", [], r"split 'train', row 3 \(image .*\): cannot be decoded", 2),
+]
+
+
+def _dataset_with_a_bad_image(src: Path, dst: Path) -> Path:
+    import datasets
+
+    shutil.copytree(src, dst)
+    shard = next((dst / "data").glob("train-*.parquet"))
+    ds = datasets.Dataset.from_parquet(str(shard))
+    features = ds.features.copy()
+    ds = ds.cast_column("images", datasets.Sequence(datasets.Image(decode=False)))
+    rows = ds.to_list()
+    rows[3]["images"] = [{"bytes": b"\xff\xd8\xff\xe0 truncated jpeg", "path": "synthetic/bad_00_im.jpg"}]
+    bad = datasets.Dataset.from_list(rows, features=ds.features).cast(features)
+    bad.to_parquet(str(shard))
+    return dst
+
+
+@pytest.mark.parametrize("case, setup, extra, message, exit_code", TRAIN_ERRORS, ids=[c[0] for c in TRAIN_ERRORS])
+def test_train_refuses(tmp_path, capsys, tiny_model_dir, color_chat_dataset_dir, case, setup, extra, message,
+                       exit_code):  # fmt: skip
+    data = Path(shutil.copytree(color_chat_dataset_dir, tmp_path / "ds"))
+    model = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    run_dir = tmp_path / "run"
+    if setup == "bad-image":
+        shutil.rmtree(data)
+        _dataset_with_a_bad_image(color_chat_dataset_dir, data)
+    elif setup:
+        setup(run_dir, tmp_path)
+    before = tree(tmp_path)
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    fmt = dict(data=data, model=model, tmp=tmp_path, run=run_dir, recipes=recipes)
+    code, _, err = run([*_recipe(model, data, run_dir, "--max_steps", "1"), *[a.format(**fmt) for a in extra]], capsys)
+    expect_error(code, err, message, exit_code)
+    assert tree(tmp_path) == before
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_whose_files_load(tmp_path, caplog):
+    from stk_vqa.training.configs import _resolve_resume
+
+    run_dir = tmp_path / "run"
+    _fake_checkpoint(run_dir, 10)
+    for step, damage in ((20, "optimizer.pt"), (30, "adapter_model.safetensors"), (40, "trainer_state.json")):
+        _truncate(_fake_checkpoint(run_dir, step) / damage)
+    (_fake_checkpoint(run_dir, 50) / "optimizer.pt").write_bytes(b"")
+
+    class Args:
+        resume_from_checkpoint = "last"
+        output_dir = str(run_dir)
+
+    assert _resolve_resume(Args) == str(run_dir / "checkpoint-10")
+    skipped = [r.getMessage() for r in caplog.records if "skipping checkpoint" in r.getMessage()]
+    assert len(skipped) == 4 and "optimizer.pt is empty" in skipped[0]
+
+
+def test_overwrite_output_dir_replaces_only_a_training_run(tmp_path):
+    from stk_vqa.training.artifacts import prepare_output_dir
+
+    run_dir = tmp_path / "run"
+    _fake_checkpoint(run_dir, 10)
+    prepare_output_dir(str(run_dir), overwrite=True)
+    assert sorted(p.name for p in run_dir.iterdir()) == [MARKER]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_train_ctrl_c_says_what_was_saved(tmp_path, capsys, tiny_model_dir, color_chat_dataset_dir, monkeypatch):
+    from stk_vqa.training.trainer import StkSFTTrainer
+
+    def interrupted(self, *args, **kwargs):
+        _fake_checkpoint(tmp_path / "run", 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StkSFTTrainer, "train", interrupted)
+    code, _, err = run(_recipe(tiny_model_dir, color_chat_dataset_dir, tmp_path / "run", "--max_steps", "1"), capsys)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted (Ctrl-C): newest complete checkpoint: {tmp_path / 'run' / 'checkpoint-2'} "
+        "(continue with --resume_from_checkpoint last)"
+    )
+
+
+def test_real_resume_skips_a_truncated_checkpoint(tmp_path, capsys, tiny_model_dir, color_chat_dataset_dir):
+    run_dir = tmp_path / "run"
+    argv = _recipe(tiny_model_dir, color_chat_dataset_dir, run_dir, "--max_steps", "4", "--save_steps", "2",
+                   "--save_total_limit", "3", "--vision_feature_reuse", "false")  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    _truncate(run_dir / "checkpoint-4" / "optimizer.pt")
+    code, _, err = run([*argv[:-8], "--max_steps", "6", "--resume_from_checkpoint", "last"], capsys)
+    assert code == 0, err
+    assert (run_dir / "checkpoint-6").is_dir()
+
+
+# ================================================================================================ make-tiny-model, quickstart
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("overwrite-foreign-folder", ["{tmp}/mine", "--overwrite"], "was not written by stk-vqa"),
+        ("exists", ["{tmp}/mine"], "already exists"),
+        ("image-size-0", ["{tmp}/m", "--image_size", "0"], "--image_size 0"),
+        ("image-size-odd", ["{tmp}/m", "--image_size", "100"], "must be a multiple"),
+        ("size-unknown", ["{tmp}/m", "--size", "huge"], "--size 'huge'"),
+        ("seed-negative", ["{tmp}/m", "--seed=-1"], "--seed -1"),
+    ],
+)
+def test_make_tiny_model_refuses(tmp_path, capsys, case, extra, message):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "weights.bin").write_bytes(b"precious")
+    before = tree(tmp_path)
+    code, _, err = run(["make-tiny-model", *[a.format(tmp=tmp_path) for a in extra]], capsys)
+    expect_error(code, err, message)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        ("work-dir-is-data", ["--data_dir", "{data}", "--work_dir", "{data}"], "work_dir .* is the same as the input"),
+        ("work-dir-inside-data", ["--data_dir", "{data}", "--work_dir", "{data}/q"], "lies inside the input"),
+        ("work-dir-holds-recipe", ["--recipe", "{tmp}/r.yaml", "--work_dir", "{tmp}"], "contains the input"),
+        ("max-eval-samples-0", ["--max_eval_samples", "0"], "max_eval_samples: must be"),
+    ],
+)
+def test_quickstart_refuses(tmp_path, capsys, data, case, extra, message):
+    shutil.copy(Path(__file__).resolve().parents[1] / "recipes" / "quickstart_cpu.yaml", tmp_path / "r.yaml")
+    before = tree(tmp_path)
+    code, _, err = run(["quickstart", *[a.format(tmp=tmp_path, data=data) for a in extra]], capsys)
+    expect_error(code, err, message)
+    assert tree(tmp_path) == before
+
+
+# ================================================================================================ fileio
+
+
+def test_weights_file_problem_reads_headers_only(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from stk_vqa.fileio import weights_file_problem
+
+    save_file({"w": torch.zeros(1000)}, str(tmp_path / "a.safetensors"))
+    torch.save({"x": torch.zeros(1000)}, tmp_path / "o.pt")
+    assert weights_file_problem(tmp_path / "a.safetensors") is None and weights_file_problem(tmp_path / "o.pt") is None
+    for name in ("a.safetensors", "o.pt"):
+        _truncate(tmp_path / name)
+        assert "truncated" in weights_file_problem(tmp_path / name) or "corrupt" in weights_file_problem(
+            tmp_path / name
+        )
+    (tmp_path / "h.safetensors").write_bytes((10**6).to_bytes(8, "little") + b"{}")
+    assert "truncated" in weights_file_problem(tmp_path / "h.safetensors")
