@@ -270,6 +270,24 @@ def atomic_directory(
         shutil.rmtree(old, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
+    """The first ``limit`` + 1 bytes of a regular file; a FIFO, device or folder raises ``OSError`` at once instead of
+    blocking or reading forever."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
 # ------------------------------------------------------------------------------------------------ weights files
 
 

@@ -939,3 +939,33 @@ def test_weights_file_problem_reads_headers_only(tmp_path):
         )
     (tmp_path / "h.safetensors").write_bytes((10**6).to_bytes(8, "little") + b"{}")
     assert "truncated" in weights_file_problem(tmp_path / "h.safetensors")
+
+
+def test_a_fifo_named_like_an_input_never_blocks(data, capsys):
+    split = data / "train"
+    os.mkfifo(split / "00009_info.json")
+    (split / f"{GOOD}_01_im.jpg").unlink()
+    os.mkfifo(split / f"{GOOD}_01_im.jpg")
+    code, out, err = run(["generate", "--data_dir", data, "--data_split", "train"], capsys)
+    assert code == 0, err
+    assert "1 skipped (bad input), 1 unreadable image(s) skipped" in out
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dataset_name: 123\n", r"field 'dataset_name': expected a string, got 123 \(quote it"),
+        ("model_name_or_path: [a, b]\n", "field 'model_name_or_path': expected one string, got a list"),
+        ("max_steps: many\n", "field 'max_steps': expected int"),
+        ("lora_scope: vision\n", "field 'lora_scope': 'vision' is not one of"),
+        ("learning_rate: [1, 2]\n", "field 'learning_rate': expected one value"),
+        ("bogus_field: 1\n", "unknown field 'bogus_field'"),
+        ("- a\n", "must be a YAML mapping"),
+    ],
+)
+def test_train_recipe_values_are_typed(tmp_path, capsys, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    code, _, err = run(["train", recipe, "--output_dir", tmp_path / "o"], capsys)
+    expect_error(code, err, message, 2)
+    assert not (tmp_path / "o").exists()

@@ -135,14 +135,20 @@ def scan_split(split_dir: str | os.PathLike) -> list[FrameFiles]:
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Width and height from the image header (the pixels are not decoded)."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
+    from stk_vqa.fileio import read_regular_file
+
     try:
-        empty = os.path.getsize(path) == 0
-        if not empty:
-            with Image.open(path) as image:
+        header = read_regular_file(path, 2**20 - 1)  # a JPEG's size is in its first kilobytes
+        if header:
+            with Image.open(io.BytesIO(header)) as image:
                 return image.size
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:  # PIL's errors for non-image data
+    except UnidentifiedImageError:
+        raise InfoFileError(path, "<image>", "cannot read image: not a recognised image file") from None
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for other non-image data
         raise InfoFileError(path, "<image>", f"cannot read image: {err}") from err
     raise InfoFileError(path, "<image>", "empty file (0 bytes)")
 
@@ -335,7 +341,7 @@ def check(config: CheckConfig) -> None:
     guard_output_file(out, [info_path, image_path], "output_file", reserved=INPUT_NAME_RE)
     size = parse_image_size(config.image_size)
     image = None
-    if image_path.exists():
+    if image_path.is_file():
         from PIL import Image
 
         try:

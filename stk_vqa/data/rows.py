@@ -152,6 +152,8 @@ def check_image(args: tuple[str, tuple[int, int] | None]) -> str | None:
 
     path, expected = args
     try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            return "not a regular file"
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
         with Image.open(path) as image:

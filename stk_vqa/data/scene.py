@@ -338,9 +338,10 @@ def load_frame(path: str | os.PathLike) -> Frame:
 
     Every way the file can fail (unreadable, too large, not UTF-8, malformed, nested too deeply, out-of-range
     values) raises :class:`InfoFileError` naming the file and the field."""
+    from stk_vqa.fileio import read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_INFO_FILE_BYTES + 1)
+        raw = read_regular_file(path, MAX_INFO_FILE_BYTES)
     except OSError as err:
         raise InfoFileError(path, "<file>", f"cannot read: {err.strerror or err}") from err
     if len(raw) > MAX_INFO_FILE_BYTES:

@@ -129,11 +129,35 @@ def _recipe_argv(argv: list[str]) -> tuple[list[str], str | None]:
     return argv, recipe
 
 
-def _check_value(action, value) -> None:
+def _string_fields() -> set[str]:
+    """Fields of the three dataclasses typed ``str`` or ``str | None`` (one string, never a list or a number)."""
+    import types
+    import typing
+
+    names = set()
+    for cls in DATACLASSES:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # a type that cannot be resolved: those fields are not checked here
+            continue
+        for f in dataclasses.fields(cls):
+            hint = hints.get(f.name)
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            if hint is str or (union and set(typing.get_args(hint)) == {str, type(None)}):
+                names.add(f.name)
+    return names
+
+
+def _check_value(action, value, string_field: bool = False) -> None:
     """Raise ``ValueError`` if ``value`` (from YAML) does not fit the argparse ``action`` of its field."""
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and action.nargs not in ("+", "*") and action.type not in (None, str):
         raise ValueError(f"expected one value, got a list {value!r}")
+    if string_field:
+        if isinstance(value, list):
+            raise ValueError(f"expected one string, got a list {value!r}")
+        if isinstance(value, (int, float)):  # YAML reads 00001 as 1 and 1e-3 as a string: say so
+            raise ValueError(f"expected a string, got {value!r} (quote it in the YAML file)")
     if isinstance(value, dict) and action.type not in (None, str):
         raise ValueError(f"expected a {getattr(action.type, '__name__', 'value')}, got a mapping")
     for item in values:
@@ -175,6 +199,7 @@ def validate_recipe(path: str | os.PathLike, parser: TrlParser | None = None) ->
     if not isinstance(config, dict):
         raise RecipeError(f"recipe {path} must be a YAML mapping of field: value, got {type(config).__name__}")
     actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+    strings = _string_fields()
     for key, value in config.items():
         if key == "env":
             if not isinstance(value, dict):
@@ -188,7 +213,7 @@ def validate_recipe(path: str | os.PathLike, parser: TrlParser | None = None) ->
                 "trl.SFTConfig and trl.ModelConfig (see `scripts/sft.py --help`)"
             )
         try:
-            _check_value(actions[key], value)
+            _check_value(actions[key], value, key in strings)
         except ValueError as error:
             raise RecipeError(f"recipe {path}: field {key!r}: {error}") from None
     return config
