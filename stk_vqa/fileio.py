@@ -152,9 +152,8 @@ def guard_output_dir(
 
     An existing ``path`` needs ``overwrite`` and must be empty or carry :data:`MARKER` (or satisfy ``replaceable``):
     a folder some other tool or a person made is never replaced. Stale temporary siblings are cleaned up."""
+    _check_spelling(path, what)
     path = Path(path)
-    if not str(path).strip():
-        raise OutputPathError(f"{what}: an empty path is not a folder")
     check_not_input(path, inputs, containers, what)
     if path.exists() or path.is_symlink():
         if not path.is_dir() or path.is_symlink():
@@ -180,6 +179,7 @@ def guard_output_file(
 ) -> Path:
     """Check an output file: not a folder, not one of ``inputs`` (nor a path holding one), and its name not matching
     ``reserved`` (names the command reads as input, e.g. ``*_info.json``)."""
+    _check_spelling(path, what)
     path = Path(path)
     if not path.name:
         raise OutputPathError(f"{what} {path!s}: not a file name")
@@ -189,6 +189,14 @@ def guard_output_file(
         raise OutputPathError(f"{what} {path}: that name is read as input ({reserved.pattern}); choose another name")
     check_not_input(path, (), inputs, what)  # a file may lie inside an input folder, never be or hold an input
     return path
+
+
+def _check_spelling(path: str | os.PathLike, what: str) -> None:
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputPathError(f"{what}: empty path")
+    if not text.isprintable():
+        raise OutputPathError(f"{what} {text!r}: contains control characters (newline, tab, ...)")
 
 
 def is_replaceable(path: Path) -> bool:

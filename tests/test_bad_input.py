@@ -969,3 +969,22 @@ def test_train_recipe_values_are_typed(tmp_path, capsys, text, message):
     code, _, err = run(["train", recipe, "--output_dir", tmp_path / "o"], capsys)
     expect_error(code, err, message, 2)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["build", "--data_dir", "{data}", "--splits", "valid", "--out_dir", "{tmp}/o\nx"], "control characters"),
+        (["make-tiny-model", ""], "out_dir: empty path"),
+        (["generate", "--data_dir", "{data}", "--data_split", "valid", "--output_file", "{tmp}/a\tb.json"],
+         "control characters"),  # fmt: skip
+        (["build", "{tmp}"], "Is a directory"),
+    ],
+)
+def test_output_paths_are_spelled_sanely(data, capsys, argv, message):
+    (data.parent / "cfg.yaml").mkdir()
+    before = tree(data.parent)
+    argv = [a.format(data=data, tmp=data.parent) if a != "{tmp}" else data.parent / "cfg.yaml" for a in argv]
+    code, _, err = run(argv, capsys)
+    expect_error(code, err, message)
+    assert tree(data.parent) == before
