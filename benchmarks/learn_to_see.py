@@ -81,6 +81,7 @@ def train(run_dir: Path, model_dir: Path, dataset_dir: Path, args) -> None:
     if (run_dir / "model.safetensors").is_file():
         return  # finished earlier
     resume = ["--resume_from_checkpoint", "last"] if list(run_dir.glob("checkpoint-*/trainer_state.json")) else []
+    resume = resume or ["--overwrite_output_dir", "true"]  # a run killed before its first checkpoint starts over
     command = [sys.executable, str(REPO_ROOT / "scripts" / "sft.py"), str(RECIPE),
                "--model_name_or_path", str(model_dir), "--dataset_name", str(dataset_dir), "--output_dir", str(run_dir),
                "--num_train_epochs", str(args.epochs), "--save_steps", str(args.save_steps), "--seed", str(args.seed),

@@ -13,6 +13,7 @@ assistant's answer tokens only (``assistant_only_loss``: TRL's vision-language c
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -61,16 +62,22 @@ def main(script_args: StkScriptArguments, training_args, model_args) -> StkSFTTr
     """Train, save the adapter, evaluate, write the model card, push when asked; return the trainer."""
     import transformers
 
-    from stk_vqa.training.artifacts import write_recipe
+    from stk_vqa.fileio import on_interrupt
+    from stk_vqa.training.artifacts import prepare_output_dir, saved_note, write_recipe
 
     transformers.logging.set_verbosity_warning()
-    trainer = build_trainer(script_args, training_args, model_args)
     output_dir = Path(training_args.output_dir)
+    trainer = build_trainer(script_args, training_args, model_args)  # data and model first: a bad one changes nothing
     if trainer.is_world_process_zero():
+        # an earlier run (checked by parse_recipe) is removed only with overwrite_output_dir, and only now
+        overwrite = script_args.overwrite_output_dir and not training_args.resume_from_checkpoint
+        prepare_output_dir(str(output_dir), overwrite, keep=[script_args.vision_feature_cache])
         write_recipe(output_dir / "recipe.yaml", trainer.stk_recipe)
+    trainer.accelerator.wait_for_everyone()
 
-    # Train (resuming from the newest complete checkpoint when asked)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # Train (resuming from the newest complete checkpoint when asked); Ctrl-C says what was saved
+    with on_interrupt(lambda: saved_note(str(output_dir))):
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
     # Save the adapter (adapter_config.json + adapter_model.safetensors + processor files) and evaluate
     trainer.save_model(str(output_dir))
@@ -93,12 +100,24 @@ def train(argv: list[str] | None = None) -> StkSFTTrainer:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Command-line entry: recipe problems end with one ``error:`` line (exit 2), not a stack trace."""
+    """Command-line entry: recipe problems end with one ``error:`` line (exit 2), not a stack trace; Ctrl-C ends with
+    one line saying what was saved (exit 130)."""
+    from stk_vqa.cli import one_line
+    from stk_vqa.fileio import interrupt_message
+
     try:
         train(sys.argv[1:] if argv is None else argv)
     except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted (Ctrl-C): {interrupt_message(interrupt)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (ValueError, OSError) as error:  # bad data, model or files: one line, as every stk-vqa command
+        if os.environ.get("STK_VQA_DEBUG"):
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 __all__ = ["build_trainer", "main", "train", "cli", "make_parser"]

@@ -106,6 +106,11 @@ USER_ERRORS = (ValueError, OSError)
 are ``ValueError``s; ``HubPushError`` is an ``OSError``."""
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (YAML, argparse and PIL messages span several)."""
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+
+
 def _load(reference: str):
     module, name = reference.split(":")
     return getattr(importlib.import_module(module), name)
@@ -135,7 +140,7 @@ def parse_config(config_class, argv: list[str], prog: str, positional: tuple[str
     argv = list(argv)
     names = {f.name for f in dataclasses.fields(config_class) if f.init}
     if argv and argv[0].endswith((".yaml", ".yml")) and "--help" not in argv:
-        parser.set_defaults(**_read_yaml_config(Path(argv.pop(0)), names))
+        parser.set_defaults(**_read_yaml_config(Path(argv.pop(0)), names, config_class))
     bare = []
     while argv and not argv[0].startswith("-") and len(bare) < len(positional):
         bare.append(argv.pop(0))
@@ -152,19 +157,53 @@ def parse_config(config_class, argv: list[str], prog: str, positional: tuple[str
     return config
 
 
-def _read_yaml_config(path: Path, names: set[str]) -> dict:
+def _read_yaml_config(path: Path, names: set[str], config_class=None) -> dict:
     import yaml
 
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not valid YAML: nested too deeply") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path} must be a YAML mapping of field: value")
     unknown = sorted(set(map(str, values)) - names)
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {unknown}; fields: {sorted(names)}")
+    if config_class is not None:
+        _check_yaml_types(config_class, values, path)
     return values
+
+
+def _check_yaml_types(config_class, values: dict, path: Path) -> None:
+    """YAML turns ``00001`` into 1 and ``yes`` into True: refuse a value whose type is not its field's (flags are
+    typed by argparse; YAML values are not), naming the field."""
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    for name, value in values.items():
+        expected = hints.get(name)
+        allowed = [a for a in typing.get_args(expected)] or [expected]
+        if value is None:
+            if type(None) not in allowed:
+                raise ValueError(f"{path}: field {name!r} may not be null")
+            continue
+        base = [typing.get_origin(a) or a for a in allowed if a is not type(None)]
+        ok = any(
+            (t is str and isinstance(value, str))
+            or (t is bool and isinstance(value, bool))
+            or (t is int and isinstance(value, int) and not isinstance(value, bool))
+            or (t is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (t is list and isinstance(value, (list, str)) and all(isinstance(v, str) for v in (value if isinstance(value, list) else [value])))
+            for t in base
+        )  # fmt: skip
+        if not ok:
+            wanted = " or ".join(getattr(t, "__name__", str(t)) for t in base)
+            hint = " (quote it in the YAML file)" if str in base else ""
+            raise ValueError(f"{path}: field {name!r}: expected {wanted}, got {value!r}{hint}")
 
 
 def run(name: str, argv: list[str]):
@@ -192,9 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as err:
         if os.environ.get("STK_VQA_DEBUG"):
             raise
-        raise SystemExit(f"error: {err}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted (Ctrl-C)") from None
+        raise SystemExit(f"error: {one_line(err)}") from None
+    except KeyboardInterrupt as interrupt:
+        from stk_vqa.fileio import interrupt_message
+
+        print(f"interrupted (Ctrl-C): {interrupt_message(interrupt)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except RecursionError:  # a pathological input that no reader caught: still one line
+        raise SystemExit("error: input nested too deeply") from None
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the real SmolVLM-256M-Instruct.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,13 @@ class QuickstartConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the dataset build and the evaluation sample."})
 
+    def __post_init__(self):
+        from stk_vqa.data.configs import check_range
+
+        check_range("max_eval_samples", self.max_eval_samples, 1, optional=True)
+        if not str(self.work_dir).strip():
+            raise ValueError("--work_dir: empty")
+
 
 def resolve_recipe(recipe: str) -> Path:
     """A recipe path as given, or under the repository's ``recipes/`` folder."""
@@ -80,6 +86,7 @@ def quickstart(config: QuickstartConfig | None = None) -> str:
     from stk_vqa.data.configs import BuildConfig
     from stk_vqa.evaluation.cli import run_evaluation
     from stk_vqa.evaluation.configs import EvalConfig
+    from stk_vqa.fileio import check_not_input
     from stk_vqa.scripts.sft import main as train
     from stk_vqa.training.configs import parse_recipe
 
@@ -87,16 +94,26 @@ def quickstart(config: QuickstartConfig | None = None) -> str:
     started = time.perf_counter()
     work = Path(config.work_dir)
     recipe_path = resolve_recipe(config.recipe)
+    data_dir = Path(config.data_dir or BUNDLED_SAMPLE)
+    check_not_input(work, [data_dir, recipe_path], (), "work_dir")  # its outputs are replaced on every run
 
     t = _step(f"1/4 dataset from {config.data_dir or 'the bundled rendered sample'}")
     dataset_dir, _ = build(
-        BuildConfig(data_dir=str(config.data_dir or BUNDLED_SAMPLE), out_dir=str(work / "dataset"),
+        BuildConfig(data_dir=str(data_dir), out_dir=str(work / "dataset"),
                     splits="train,valid", seed=config.seed, overwrite=True)
     )  # fmt: skip
     print(f"({time.perf_counter() - t:.1f} s)")
 
     t = _step("2/4 model")
-    locations = ["--dataset_name", str(dataset_dir), "--output_dir", str(work / "adapter")]
+    # a previous quickstart's adapter is replaced (only a folder a training run made; anything else is refused)
+    locations = [
+        "--dataset_name",
+        str(dataset_dir),
+        "--output_dir",
+        str(work / "adapter"),
+        "--overwrite_output_dir",
+        "true",
+    ]
     if config.tiny_model:
         from .tiny_model import make_tiny_model
 
@@ -110,7 +127,6 @@ def quickstart(config: QuickstartConfig | None = None) -> str:
 
     t = _step(f"3/4 training with {recipe_path}")
     adapter_dir = Path(training_args.output_dir)
-    shutil.rmtree(adapter_dir, ignore_errors=True)  # a previous run's checkpoints would be resumed or mixed in
     train(script_args, training_args, model_args)
     print(f"adapter saved to {adapter_dir} ({time.perf_counter() - t:.1f} s)")
 

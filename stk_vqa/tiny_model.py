@@ -268,19 +268,24 @@ def make_tiny_model(
     Returns:
         The folder written.
     """
-    from stk_vqa.fileio import atomic_directory
+    from stk_vqa.fileio import atomic_directory, guard_output_dir
     from stk_vqa.training.model_utils import image_seq_len
 
     if size not in SHAPES:
         raise ValueError(f"--size {size!r}: expected one of {sorted(SHAPES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"--seed {seed!r}: expected an integer from 0 to 2**32 - 1")
     _, vision, scale_factor = SHAPES[size]
-    image_size = int(image_size or vision["image_size"])
+    image_size = int(vision["image_size"] if image_size is None else image_size)
+    if not 1 <= image_size <= 4096:
+        raise ValueError(f"--image_size {image_size}: expected 1 to 4096 pixels")
     image_seq_len(image_size, vision["patch_size"], scale_factor)  # validates before the slow part
+    guard_output_dir(out_dir, overwrite=overwrite, what="out_dir")
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, image_size, vision["patch_size"], scale_factor)
     model = build_model(processor.tokenizer, size=size, seed=seed)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, command="make-tiny-model") as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
     return os.fspath(Path(out_dir))

@@ -17,7 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from stk_vqa.fileio import atomic_directory
+from stk_vqa.fileio import atomic_directory, guard_output_dir
 
 from .balancing import answer_distribution, format_distribution
 from .card import write_dataset_card
@@ -44,12 +44,17 @@ def build(config: BuildConfig) -> tuple[Path, BuildReport]:
     import datasets
 
     data_dir = Path(config.data_dir)
+    out_dir = Path(config.out_dir)
+    folders = [s.strip() for s in config.splits.split(",") if s.strip()]
+    inputs = [config.legacy_qa_file] if config.legacy_qa_file else [data_dir / folder for folder in folders]
+    guard_output_dir(out_dir, inputs, overwrite=config.overwrite, what="out_dir")  # fail before any work
     report = BuildReport()
     rows_by_split: dict[str, list[dict]] = {}
     if config.legacy_qa_file:
         rows_by_split[config.legacy_split] = rows_from_legacy_qa_file(Path(config.legacy_qa_file), data_dir)
+        inputs += sorted({str(data_dir / Path(row["image_file"]).parent) for row in rows_by_split[config.legacy_split]})
     else:
-        for folder in [s.strip() for s in config.splits.split(",") if s.strip()]:
+        for folder in folders:
             name = hub_split_name(folder)
             rows = rows_from_split_folder(data_dir, folder, config.families, config.strict, config.num_proc, report)
             rows_by_split.setdefault(name, []).extend(rows)
@@ -58,6 +63,9 @@ def build(config: BuildConfig) -> tuple[Path, BuildReport]:
     rows_by_split = resplit(rows_by_split, config)
 
     targets = {s.strip() for s in config.balance_splits.split(",") if s.strip()} or set(rows_by_split)
+    if targets - set(rows_by_split):
+        raise ValueError(f"--balance_splits {sorted(targets - set(rows_by_split))}: no such split; "
+                         f"the splits are {sorted(rows_by_split)}")  # fmt: skip
     final: dict[str, list[dict]] = {}
     for name, rows in rows_by_split.items():
         report.rows_before[name] = len(rows)
@@ -71,8 +79,7 @@ def build(config: BuildConfig) -> tuple[Path, BuildReport]:
         if not final[name]:
             raise ValueError(f"split {name!r} has no rows left (data_dir={data_dir})")
 
-    out_dir = Path(config.out_dir)
-    with atomic_directory(out_dir, overwrite=config.overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=config.overwrite, inputs=inputs, command="build") as tmp:
         cache_dir = Path(tmp) / ".cache"
         splits = {}
         for name, rows in final.items():

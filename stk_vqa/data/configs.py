@@ -6,19 +6,50 @@ library functions take the same dataclasses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+MAX_IMAGE_SIDE = 16384
 
 
 def parse_image_size(value: str | None) -> tuple[int, int] | None:
-    """``"150x100"`` -> ``(150, 100)``; None stays None."""
+    """``"150x100"`` -> ``(150, 100)``; None stays None. Each side must be 1 to 16384 pixels."""
     if value is None or str(value).strip() == "":
         return None
-    parts = [p for p in str(value).lower().replace("x", ",").split(",") if p.strip()]
-    try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"image_size {value!r}: expected WIDTHxHEIGHT, e.g. 150x100") from None
+    match = re.fullmatch(r"\s*(\d{1,6})\s*[x,]\s*(\d{1,6})\s*", str(value).lower())
+    if not match:
+        raise ValueError(f"image_size {value!r}: expected WIDTHxHEIGHT of positive integers, e.g. 150x100")
+    width, height = int(match[1]), int(match[2])
+    if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
+        raise ValueError(f"image_size {value!r}: each side must be 1 to {MAX_IMAGE_SIDE} pixels")
     return width, height
+
+
+def check_range(name: str, value, low=None, high=None, optional: bool = False) -> None:
+    """Raise ``ValueError`` naming flag ``name`` unless ``low <= value <= high`` (None allowed when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"--{name}: expected a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"{low} to {high}"
+        raise ValueError(f"--{name}: must be {bounds}, got {value!r}")
+
+
+def check_families(value: str) -> None:
+    from .questions import resolve_families
+
+    if not str(value).strip():
+        raise ValueError("--families: empty; use default, all or question family names")
+    resolve_families(value)
+
+
+def check_name(name: str, value: str, what: str = "a folder name") -> str:
+    """A plain file/folder/split name: not empty, no path separator, not ``.`` or ``..``."""
+    value = str(value).strip()
+    if not value or value in (".", "..") or "/" in value or "\\" in value or not value.isprintable():
+        raise ValueError(f"--{name}: {value!r} is not {what} (no '/', '..' or empty names)")
+    return value
 
 
 @dataclass
@@ -52,6 +83,11 @@ class GenerateConfig:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar on long runs."})
 
     def __post_init__(self):
+        check_name("data_split", self.data_split, "a split folder name")
+        if not str(self.data_dir).strip():
+            raise ValueError("--data_dir: empty")
+        check_families(self.families)
+        check_range("num_workers", self.num_workers, 1, 256, optional=True)
         parse_image_size(self.image_size)
 
 
@@ -72,6 +108,8 @@ class CheckConfig:
     def __post_init__(self):
         if not self.info_file:
             raise ValueError("an info file is required: stk-vqa check FRAME_info.json")
+        check_range("view_index", self.view_index, 0, 63)
+        check_families(self.families)
         parse_image_size(self.image_size)
 
 
@@ -121,12 +159,36 @@ class BuildConfig:
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
 
     def __post_init__(self):
+        from .writer import parse_size
+
         if self.split_by not in {"folder", "frame", "track"}:
             raise ValueError(f"split_by must be folder, frame or track, got {self.split_by!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.validation_tracks and self.split_by != "track":
+            raise ValueError("--validation_tracks needs --split_by track (it would be ignored)")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("push_to_hub needs hub_dataset_id (e.g. --hub_dataset_id you/stk-vqa)")
+        if self.push_to_hub and not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", self.hub_dataset_id):
+            raise ValueError(f"--hub_dataset_id {self.hub_dataset_id!r}: expected a Hub id like you/stk-vqa")
+        for name in ("data_dir", "out_dir"):
+            if not str(getattr(self, name)).strip():
+                raise ValueError(f"--{name}: empty")
+        folders = [part.strip() for part in self.splits.split(",") if part.strip()]
+        if not folders and not self.legacy_qa_file:
+            raise ValueError("--splits: no split folder given (e.g. --splits train,valid)")
+        for folder in folders:  # a split folder, or a path of them under data_dir (e.g. shard-0/train)
+            for part in folder.split("/"):
+                check_name("splits", part, "a split folder path under data_dir")
+        if len(set(folders)) != len(folders):
+            raise ValueError(f"--splits {self.splits!r}: a folder is listed twice (its rows would be duplicated)")
+        if not re.fullmatch(r"\w+", self.legacy_split):
+            raise ValueError(f"--legacy_split {self.legacy_split!r}: a split name is letters, digits and _")
+        check_families(self.families)
+        check_range("grader_style", self.grader_style, 0, 10**6)
+        check_range("num_proc", self.num_proc, 1, 256, optional=True)
+        if parse_size(self.max_shard_size) < 10**5:
+            raise ValueError(f"--max_shard_size {self.max_shard_size!r}: must be at least 100KB")
 
 
 @dataclass
@@ -151,3 +213,7 @@ class PreviewConfig:
     def __post_init__(self):
         if not self.dataset:
             raise ValueError("a dataset is required: stk-vqa preview DATASET")
+        check_range("num_rows", self.num_rows, 1, 1000)
+        check_range("columns", self.columns, 1, 100)
+        if not str(self.out_dir).strip():
+            raise ValueError("--out_dir: empty")

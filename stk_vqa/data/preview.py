@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import html
-import io
 import random
 from pathlib import Path
 
-from stk_vqa.fileio import atomic_write_bytes, atomic_write_text
+from stk_vqa.fileio import atomic_directory, guard_output_dir
 
 from .configs import PreviewConfig
 
@@ -48,11 +47,31 @@ def preview(config: PreviewConfig) -> None:
     import datasets
     from PIL import Image, ImageDraw
 
-    ds = datasets.load_dataset(dataset, split=split)
+    out = Path(config.out_dir)
+    inputs = [dataset if Path(dataset).exists() else None, data_dir]
+    guard_output_dir(out, inputs, overwrite=True, what="out_dir")  # its own earlier preview is replaced
+    try:
+        ds = datasets.load_dataset(dataset, split=split)
+    except (ValueError, OSError, KeyError) as err:  # no such split / folder / Hub id (offline), no data files
+        raise ValueError(f"{dataset}[{split}]: cannot load it ({type(err).__name__}: {err})") from None
+    except Exception as err:  # datasets raises its own types for Hub ids that do not resolve
+        raise ValueError(f"{dataset}: not a local dataset folder and not loadable from the Hub ({err})") from None
+    missing = [c for c in ("images", "question", "answer", "image_file", "track", "family") if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{dataset}[{split}]: missing column(s) {missing}; preview reads stk-vqa build output")
+    if len(ds) == 0:
+        raise ValueError(f"{dataset}[{split}]: no rows")
     indices = sorted(random.Random(seed).sample(range(len(ds)), min(config.num_rows, len(ds))))
     rows = [ds[i] for i in indices]
     data_path = Path(data_dir) if data_dir else None
-    tiles = [_render_tile(row, data_path) for row in rows]
+    tiles = []
+    for index, row in zip(indices, rows):
+        try:
+            tiles.append(_render_tile(row, data_path))
+        except (OSError, ValueError, SyntaxError, IndexError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{dataset}[{split}] row {index} ({row.get('image_file')}): cannot draw it: {err}"
+            ) from None
     tile_w = max(t.width for t in tiles)
     tile_h = max(t.height for t in tiles)
     chars = max(20, tile_w // 6)
@@ -68,15 +87,18 @@ def preview(config: PreviewConfig) -> None:
         for j, line in enumerate(caption):
             pen.text((x, y + tile_h + 3 + 12 * j), line, fill=(0, 0, 0))
 
-    out = Path(config.out_dir)
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    atomic_write_bytes(out / "preview.png", buffer.getvalue())
+    with atomic_directory(out, overwrite=True, inputs=inputs, command="preview") as tmp:
+        grid.save(tmp / "preview.png", format="PNG")
+        (tmp / "images").mkdir()
+        for k, tile in enumerate(tiles):
+            tile.save(tmp / "images" / f"{k:03d}.png", format="PNG")
+        (tmp / "index.html").write_text(_page(dataset, split, rows, tile_w, len(ds)), encoding="utf-8")
+    print(f"wrote {out / 'preview.png'} and {out / 'index.html'}")
+
+
+def _page(dataset: str, split: str, rows: list[dict], tile_w: int, total: int) -> str:
     cells = []
-    for k, (row, tile) in enumerate(zip(rows, tiles)):
-        buffer = io.BytesIO()
-        tile.save(buffer, format="PNG")
-        atomic_write_bytes(out / "images" / f"{k:03d}.png", buffer.getvalue())
+    for k, row in enumerate(rows):
         qa = "".join(f"<li>{html.escape(line)}</li>" for line in _qa_lines(row))
         meta = html.escape(f"{row['image_file']} · {row['track']} · {row['family']}")
         cells.append(
@@ -86,9 +108,8 @@ def preview(config: PreviewConfig) -> None:
         "<!doctype html><html><head><meta charset='utf-8'><title>stk-vqa preview</title><style>"
         "body{font-family:sans-serif}figure{display:inline-block;vertical-align:top;width:"
         f"{tile_w}px;margin:6px}}img{{image-rendering:pixelated}}ul{{padding-left:16px}}</style></head><body>"
-        f"<h1>{html.escape(str(dataset))} — {html.escape(split)} ({len(rows)} of {len(ds)} rows)</h1>"
+        f"<h1>{html.escape(str(dataset))} — {html.escape(split)} ({len(rows)} of {total} rows)</h1>"
         + "".join(cells)
         + "</body></html>\n"
     )
-    atomic_write_text(out / "index.html", page)
-    print(f"wrote {out / 'preview.png'} and {out / 'index.html'}")
+    return page

@@ -118,10 +118,11 @@ def rows_from_split_folder(
                         frame.frame_id,
                         view.view_index,
                         frame.track,
-                        frame.image_size,
+                        view.image_size,
                     )
                 )
     report.skipped_frames += summary.skipped
+    report.skipped_images += summary.skipped_images
     report.errors.extend(summary.errors)
     logger.info("%s: %s", folder, summary.line())
     return rows
@@ -155,6 +156,8 @@ def check_image(args: tuple[str, tuple[int, int] | None]) -> str | None:
 
     path, expected = args
     try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            return "not a regular file"
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
         with Image.open(path) as image:
@@ -182,7 +185,9 @@ def drop_bad_images(
     if workers > 1 and len(jobs) > 2000:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        from .generate import ignore_sigint
+
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_sigint) as pool:
             problems = pool.map(check_image, jobs, chunksize=256)
     else:
         problems = [check_image(job) for job in jobs]

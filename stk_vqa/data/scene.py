@@ -50,6 +50,15 @@ def class_name(class_id: int) -> str:
 
 
 REQUIRED_KEYS = ("track", "karts", "detections", "distance_down_track", "velocity")
+MAX_ABS_COORDINATE = 1e6
+"""Bound on every number of an info file (box corners, distances, velocities): far beyond any real frame, small
+enough that no computation on it overflows."""
+MAX_ID = 2**31 - 1
+"""Bound on class and instance ids."""
+MAX_NAME_LENGTH = 256
+MAX_VIEWS = 64
+MAX_INFO_FILE_BYTES = 16 * 2**20
+"""An info file is a few kB; a larger one is not read (a 16 MB file would hold ~500k detections)."""
 
 
 class InfoFileError(ValueError):
@@ -60,6 +69,9 @@ class InfoFileError(ValueError):
         self.field = field
         self.problem = problem
         super().__init__(f"{self.source}: field '{field}': {problem}")
+
+    def __reduce__(self):  # picklable, so that pool workers can send it back
+        return (type(self), (self.source, self.field, self.problem))
 
 
 class Detection(NamedTuple):
@@ -191,19 +203,39 @@ def frame_id_from_path(path: str | os.PathLike) -> str:
     return name[: -len("_info.json")]
 
 
-def _number(value: Any, source: str, field_name: str) -> float:
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def _number(value: Any, source: str, field_name: str, bound: float = MAX_ABS_COORDINATE) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InfoFileError(source, field_name, f"expected a number, got {value!r}")
-    if not math.isfinite(value):
+        raise InfoFileError(source, field_name, f"expected a number, got {_short(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise InfoFileError(source, field_name, f"expected a finite number, got {value!r}")
+    if not -bound <= value <= bound:
+        raise InfoFileError(source, field_name, f"{_short(value)} is out of range (|value| <= {bound:g})")
     return value
 
 
 def _integer(value: Any, source: str, field_name: str) -> int:
-    number = _number(value, source, field_name)
+    number = _number(value, source, field_name, MAX_ID)
     if int(number) != number:
         raise InfoFileError(source, field_name, f"expected an integer, got {value!r}")
     return int(number)
+
+
+def _name(value: Any, source: str, field_name: str) -> str:
+    """A non-empty one-line string of at most MAX_NAME_LENGTH characters (it goes into question text)."""
+    if not isinstance(value, str) or not value.strip():
+        raise InfoFileError(source, field_name, f"expected a non-empty string, got {_short(value)}")
+    if len(value) > MAX_NAME_LENGTH or not value.isprintable():
+        raise InfoFileError(
+            source,
+            field_name,
+            f"expected a printable name of at most {MAX_NAME_LENGTH} characters, got {_short(value)}",
+        )
+    return value
 
 
 def _list(value: Any, source: str, field_name: str) -> list:
@@ -219,6 +251,8 @@ def _parse_detection(det: Any, where: str, source: str, num_karts: int) -> Detec
     class_id = _integer(det[0], source, f"{where}[0] (class_id)")
     instance_id = _integer(det[1], source, f"{where}[1] (instance_id)")
     coords = [_number(det[k], source, f"{where}[{k}]") for k in range(2, 6)]
+    if coords[2] < coords[0] or coords[3] < coords[1]:
+        raise InfoFileError(source, where, f"box corners out of order (x2 < x1 or y2 < y1): {det!r}")
     if class_id == KART_CLASS and not 0 <= instance_id < num_karts:
         raise InfoFileError(
             source, f"{where}[1] (instance_id)", f"kart id {instance_id} out of range for {num_karts} karts"
@@ -229,6 +263,7 @@ def _parse_detection(det: Any, where: str, source: str, num_karts: int) -> Detec
 def _parse_view(view: Any, v: int, source: str, num_karts: int) -> tuple[Detection, ...]:
     """Validate one view's detections. The common case (six plain ints) takes a fast path; anything else
     goes through :func:`_parse_detection`, which checks each field and names the bad one."""
+    bound, max_id = MAX_ABS_COORDINATE, MAX_ID
     dets = []
     for d, det in enumerate(_list(view, source, f"detections[{v}]")):
         if type(det) is list and len(det) == 6:
@@ -241,6 +276,10 @@ def _parse_view(view: Any, v: int, source: str, num_karts: int) -> tuple[Detecti
                 and type(x2) is int
                 and type(y2) is int
                 and (c != KART_CLASS or 0 <= i < num_karts)
+                and -max_id <= c <= max_id
+                and -max_id <= i <= max_id
+                and -bound <= x1 <= x2 <= bound
+                and -bound <= y1 <= y2 <= bound
             ):
                 dets.append(Detection(c, i, x1, y1, x2, y2))
                 continue
@@ -262,20 +301,17 @@ def parse_frame(data: Any, source: str | os.PathLike, frame_id: str | None = Non
         if key not in data:
             raise InfoFileError(source, key, "missing key")
 
-    track = data["track"]
-    if not isinstance(track, str) or not track:
-        raise InfoFileError(source, "track", f"expected a non-empty string, got {track!r}")
+    track = _name(data["track"], source, "track")
 
     karts = _list(data["karts"], source, "karts")
     for i, name in enumerate(karts):
-        if not isinstance(name, str) or not name:
-            raise InfoFileError(source, f"karts[{i}]", f"expected a non-empty string, got {name!r}")
+        _name(name, source, f"karts[{i}]")
     num_karts = len(karts)
 
-    views = tuple(
-        _parse_view(view, v, source, num_karts)
-        for v, view in enumerate(_list(data["detections"], source, "detections"))
-    )
+    view_list = _list(data["detections"], source, "detections")
+    if not 1 <= len(view_list) <= MAX_VIEWS:
+        raise InfoFileError(source, "detections", f"has {len(view_list)} views, expected 1 to {MAX_VIEWS}")
+    views = tuple(_parse_view(view, v, source, num_karts) for v, view in enumerate(view_list))
 
     def per_kart(key: str) -> list:
         values = _list(data[key], source, key)
@@ -298,18 +334,45 @@ def parse_frame(data: Any, source: str | os.PathLike, frame_id: str | None = Non
 
 
 def load_frame(path: str | os.PathLike) -> Frame:
-    """Read and validate one ``<frame>_info.json``."""
+    """Read and validate one ``<frame>_info.json``.
+
+    Every way the file can fail (unreadable, too large, not UTF-8, malformed, nested too deeply, out-of-range
+    values) raises :class:`InfoFileError` naming the file and the field."""
+    from stk_vqa.fileio import read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-    except json.JSONDecodeError as err:
-        raise InfoFileError(path, "<json>", f"malformed JSON: {err}") from err
+        raw = read_regular_file(path, MAX_INFO_FILE_BYTES)
+    except OSError as err:
+        raise InfoFileError(path, "<file>", f"cannot read: {err.strerror or err}") from err
+    if len(raw) > MAX_INFO_FILE_BYTES:
+        raise InfoFileError(path, "<file>", f"larger than {MAX_INFO_FILE_BYTES // 2**20} MB; not an info file")
+    try:
+        data = json.loads(raw)
     except UnicodeDecodeError as err:
         raise InfoFileError(path, "<json>", f"not UTF-8 text: {err}") from err
+    except json.JSONDecodeError as err:
+        raise InfoFileError(path, "<json>", f"malformed JSON: {err}") from err
+    except RecursionError:
+        raise InfoFileError(path, "<json>", "nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise InfoFileError(path, "<json>", f"unreadable value: {err}") from err
     return parse_frame(data, path)
 
 
 # -------------------------------------------------------------------------------------------- geometry
+
+MAX_IMAGE_SIDE = 16384
+
+
+def check_image_size(image_size: Sequence[int], source: str | os.PathLike = "image_size") -> tuple[int, int]:
+    """``(width, height)`` as ints, each 1..MAX_IMAGE_SIDE, else :class:`InfoFileError`."""
+    try:
+        width, height = (int(v) for v in image_size)
+    except (TypeError, ValueError, OverflowError):
+        raise InfoFileError(source, "<image size>", f"expected (width, height), got {image_size!r}") from None
+    if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
+        raise InfoFileError(source, "<image size>", f"{width}x{height}: each side must be 1 to {MAX_IMAGE_SIDE} px")
+    return width, height
 
 
 def scale_box(det: Detection, image_size: Sequence[int]) -> ScaledBox:
@@ -344,8 +407,8 @@ def find_ego(karts: Sequence[KartInView], image_size: Sequence[int]) -> KartInVi
 def view_scene(frame: Frame, view_index: int, image_size: Sequence[int] = COURSE_IMAGE_SIZE) -> ViewScene:
     """The scene of view ``view_index`` of ``frame`` for an image of ``image_size`` (width, height)."""
     if not 0 <= view_index < frame.num_views:
-        raise IndexError(f"{frame.source}: view {view_index} out of range ({frame.num_views} views)")
-    image_size = (int(image_size[0]), int(image_size[1]))
+        raise InfoFileError(frame.source, "detections", f"view {view_index} out of range ({frame.num_views} views)")
+    image_size = check_image_size(image_size, frame.source)
     karts = []
     for det in frame.detections[view_index]:
         if det.class_id == KART_CLASS:

@@ -39,12 +39,17 @@ def _generate_examples(chunks: list[list[dict]], data_dir: str):
 
 
 def parse_size(size: str | int) -> int:
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMG]?I?B)\s*", size.upper())
-    if not match:
-        raise ValueError(f"cannot read size {size!r} (e.g. 500MB)")
-    return int(float(match[1]) * SIZE_UNITS[match[2]])
+    """``"500MB"`` -> bytes (B, KB, MB, GB, KiB, MiB, GiB); a positive size of at most 1 TB."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        number = size
+    else:
+        match = re.fullmatch(r"\s*(\d{1,15}(?:\.\d{1,6})?)\s*([KMG]?I?B)\s*", str(size).upper())
+        if not match:
+            raise ValueError(f"max_shard_size {size!r}: cannot read it (e.g. 500MB)")
+        number = int(float(match[1]) * SIZE_UNITS[match[2]])
+    if not 0 < number <= 10**12:
+        raise ValueError(f"max_shard_size {size!r}: must be more than 0 and at most 1TB")
+    return number
 
 
 def write_split(rows: list[dict], split: str, out: Path, config: BuildConfig, cache_dir: Path):
@@ -65,7 +70,7 @@ def write_split(rows: list[dict], split: str, out: Path, config: BuildConfig, ca
     )
     file_sizes = {f: os.path.getsize(os.path.join(config.data_dir, f)) for f in {r["image_file"] for r in rows}}
     image_bytes = sum(file_sizes[r["image_file"]] for r in rows)  # every row embeds its own copy of its image
-    num_shards = max(1, math.ceil(image_bytes * 1.05 / parse_size(config.max_shard_size)))
+    num_shards = min(len(rows), max(1, math.ceil(image_bytes * 1.05 / parse_size(config.max_shard_size))))
     for index in range(num_shards):
         shard = dataset.shard(num_shards, index, contiguous=True)
         shard.to_parquet(str(out / "data" / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"))

@@ -46,15 +46,19 @@ def blind_prior_answers(
 def run_evaluation(config: EvalConfig) -> dict[str, Any]:
     """Evaluate ``config.model`` and ``config.adapters`` on ``config.data``: returns the results dict (also written to
     ``config.out_dir``: results.json, report.md, the chart, predictions.jsonl)."""
+    from stk_vqa.fileio import guard_output_dir
+
     from .inference import generate_answers
-    from .models import load_models
+    from .models import _adapter_ref, load_models
     from .report import build_results, console_table, write_report
 
     if not config.data:
         raise ValueError("--data is required (a DatasetDict folder, a Hub dataset id or a legacy QA json)")
     out = Path(config.out_dir)
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    local = lambda ref: ref if ref and Path(ref).expanduser().exists() else None  # noqa: E731
+    inputs = [local(config.data), local(config.prior_data), local(config.model), local(config.data_dir)]
+    containers = [local(_adapter_ref(a)) for a in config.adapters]  # `test`'s default report is <adapter>/eval
+    guard_output_dir(out, inputs, containers, overwrite=config.overwrite, what="out_dir")  # before any work
     legacy = str(config.data).endswith(".json")
     recorded = {key: value for key, value in asdict(config).items()
                 if key not in ("out_dir", "overwrite", "prior", "progress", "allow_base_mismatch")}  # fmt: skip
@@ -63,6 +67,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, Any]:
                        seed=config.seed)  # fmt: skip
     if not items:
         raise DataSourceError(f"{config.data}: no questions to evaluate")
+    inputs += sorted({str(Path(item.image).parent) for item in items if isinstance(item.image, str)})
     answers: dict[str, dict[str, Any]] = {}
     notes = []
     if config.prior:
@@ -80,6 +85,10 @@ def run_evaluation(config: EvalConfig) -> dict[str, Any]:
         reuse_vision=config.reuse_vision, progress=config.progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    if len(skipped) == len(items):
+        first = next(iter(skipped.values()))
+        raise DataSourceError(f"{config.data}: no image could be opened ({len(items)} questions, e.g. {first}); "
+                              f"{out} not written")  # fmt: skip
     for candidate in loaded.candidates:
         gens = generations[candidate.name]
         answers[candidate.name] = {
@@ -99,7 +108,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, Any]:
         },
     }
     results, records = build_results(items, answers, skipped, recorded, extra)
-    write_report(out, results, records, overwrite=config.overwrite)
+    write_report(out, results, records, overwrite=config.overwrite, inputs=inputs, containers=containers)
     print(console_table(results))
     for note in notes:
         print(note)

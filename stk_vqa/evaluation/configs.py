@@ -5,9 +5,21 @@ Parsed by ``transformers.HfArgumentParser`` from flags or a YAML file, like ever
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+from stk_vqa.data.configs import check_range
+
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def check_device_dtype(device: str, dtype: str) -> None:
+    """``--device`` auto, cpu, cuda, cuda:N or mps; ``--dtype`` one of :data:`DTYPES`."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,2})?", str(device)):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
 
 
 def split_list(values) -> list[str]:
@@ -78,6 +90,14 @@ class EvalConfig:
 
     def __post_init__(self):
         self.adapters = split_list(self.adapters)  # `--adapters a,b` and `--adapters a b` both work
+        check_range("max_samples", self.max_samples, 1, optional=True)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("max_new_tokens", self.max_new_tokens, 1, 4096, optional=True)
+        check_device_dtype(self.device, self.dtype)
+        if self.out_dir is not None and not str(self.out_dir).strip():
+            raise ValueError("--out_dir: empty")
+        if not str(self.split).strip():
+            raise ValueError("--split: empty")
 
 
 @dataclass
@@ -118,5 +138,7 @@ class AskConfig:
     allow_base_mismatch: bool = field(default=False, metadata={"help": "Use the adapter on another base model."})
 
     def __post_init__(self):
-        if not self.image or not self.question:
+        if not self.image or not self.question.strip():
             raise ValueError('an image and a question are required: stk-vqa ask IMAGE "QUESTION"')
+        check_range("max_new_tokens", self.max_new_tokens, 1, 4096)
+        check_device_dtype(self.device, self.dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ def open_image(image: str | bytes):
     from PIL import Image
 
     try:
+        if not isinstance(image, (bytes, bytearray)) and os.path.exists(image) and not os.path.isfile(image):
+            raise OSError("not a regular file")  # a FIFO or device would block or never end
         handle = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else open(image, "rb")
         with handle, Image.open(handle) as img:
             return img.convert("RGB")

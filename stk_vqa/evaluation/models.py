@@ -25,6 +25,7 @@ from typing import Any
 from .configs import DEFAULT_BASE_MODEL  # noqa: F401  (re-exported)
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 ADAPTER_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.jinja", "*.model", "*.txt"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -125,11 +126,27 @@ def resolve_adapter(ref: str) -> Path:
 def read_adapter_config(folder: Path) -> dict:
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise ModelSourceError(f"{folder / ADAPTER_CONFIG}: not a readable JSON file ({err})") from None
     if not isinstance(config, dict) or "peft_type" not in config:
         raise ModelSourceError(f"{folder / ADAPTER_CONFIG}: field 'peft_type' missing; not a PEFT adapter config")
+    recorded = config.get("base_model_name_or_path")
+    if recorded is not None and not isinstance(recorded, str):
+        raise ModelSourceError(f"{folder / ADAPTER_CONFIG}: field 'base_model_name_or_path' is not a string")
     return config
+
+
+def check_weights(folder: Path, what: str, names: Sequence[str]) -> None:
+    """Raise :class:`ModelSourceError` if a weights file of ``folder`` is empty, truncated or corrupt (checked from
+    its header and sizes, before anything is loaded)."""
+    from stk_vqa.fileio import weights_file_problem
+
+    present = [folder / name for name in names if (folder / name).is_file()]
+    present += [p for p in sorted(folder.glob("*.safetensors")) if p not in present]
+    for path in present:
+        problem = weights_file_problem(path)
+        if problem:
+            raise ModelSourceError(f"{what} {folder}: {problem}; re-save or re-download it")
 
 
 def _canonical_model_ref(ref: str) -> str:
@@ -205,6 +222,8 @@ def load_base_model(source: str, device, dtype, attn_implementation: str = "sdpa
         raise ModelSourceError(f"base model folder {source!r} does not exist")
     if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
         raise ModelSourceError(f"{source} is an adapter, not a base model: pass it as --adapters")
+    if path.is_dir():
+        check_weights(path, "base model", ("config.json",))
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             str(path) if path.exists() else source, dtype=dtype, attn_implementation=attn_implementation
@@ -213,6 +232,10 @@ def load_base_model(source: str, device, dtype, attn_implementation: str = "sdpa
         if path.exists():
             raise ModelSourceError(f"base model {source}: could not be loaded ({err})") from None
         raise _hub_failure(source, "base model", err) from None
+    except Exception as err:  # a corrupt local folder: transformers / safetensors raise many types
+        if not path.exists():
+            raise
+        raise ModelSourceError(f"base model {source}: could not be loaded ({type(err).__name__}: {err})") from None
     return model.to(device).eval()
 
 
@@ -265,6 +288,10 @@ def load_models(
     refs = [_adapter_ref(a) for a in adapters]
     folders = [resolve_adapter(r) for r in refs]  # fail fast, before loading any weights
     configs = [read_adapter_config(f) for f in folders]
+    for ref, folder in zip(refs, folders):
+        check_weights(folder, f"adapter {ref}:", ADAPTER_WEIGHTS)
+        if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+            raise ModelSourceError(f"adapter {ref}: {folder} has no {' or '.join(ADAPTER_WEIGHTS)}")
     base = base or default_base_for(refs)
     for ref, config in zip(refs, configs):
         recorded = config.get("base_model_name_or_path")
@@ -328,6 +355,8 @@ def _attach_adapter(model, folder: Path, ref: str, adapter_name: str, base: str,
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except (RuntimeError, ValueError, KeyError) as err:  # size mismatch / target modules not found
         raise ModelSourceError(f"{mismatch}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # safetensors / torch raise their own types for files they cannot read
+        raise ModelSourceError(f"adapter {ref}: its weights cannot be loaded ({type(err).__name__}: {err})") from None
     if missing or unexpected:
         keys = (missing + unexpected)[:3]
         raise ModelSourceError(f"{mismatch}: adapter weights and base layers differ, e.g. {keys}")

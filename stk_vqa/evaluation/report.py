@@ -286,10 +286,18 @@ def render_chart(results: dict[str, Any]) -> bytes:
 
 
 def write_report(
-    out_dir: str | Path, results: dict[str, Any], records: Sequence[dict], overwrite: bool = False
+    out_dir: str | Path,
+    results: dict[str, Any],
+    records: Sequence[dict],
+    overwrite: bool = False,
+    inputs: Sequence[str | Path | None] = (),
+    containers: Sequence[str | Path | None] = (),
 ) -> Path:
-    """Write the four report files into ``out_dir`` (replaced as a whole, atomically)."""
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    """Write the four report files into ``out_dir`` (replaced as a whole, atomically; never onto ``inputs``, see
+    :func:`stk_vqa.fileio.atomic_directory`)."""
+    with atomic_directory(
+        out_dir, overwrite=overwrite, inputs=inputs, containers=containers, command="evaluate"
+    ) as tmp:
         (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         (tmp / REPORT_FILE).write_text(render_markdown(results), encoding="utf-8")
         (tmp / CHART_FILE).write_bytes(render_chart(results))

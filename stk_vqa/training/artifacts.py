@@ -13,7 +13,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from stk_vqa.fileio import atomic_write_bytes, atomic_write_text
+from stk_vqa.fileio import (
+    MARKER,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_not_input,
+    weights_file_problem,
+    write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +101,126 @@ def extend_model_card(readme: str | os.PathLike, recipe: dict[str, Any]) -> Path
     return atomic_write_text(readme, card.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The highest-step ``checkpoint-N`` folder whose ``trainer_state.json`` exists (the Trainer writes it last).
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """``None`` if a ``checkpoint-N`` folder is complete and every file of it reads, else what is wrong.
 
-    A run killed while saving leaves a partial ``checkpoint-N`` behind; ``get_last_checkpoint`` would pick it.
-    """
+    ``trainer_state.json`` (written last) must parse as a JSON object; every ``.safetensors``, ``.pt``,
+    ``.pth``, ``.bin`` and ``.json`` file is checked from its header / zip directory (no tensor is loaded)."""
+    path = Path(path)
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (a run stopped while saving it)"
+    try:
+        if not isinstance(json.loads(state.read_text(encoding="utf-8")), dict):
+            return "trainer_state.json is not a JSON object"
+    except (OSError, ValueError, RecursionError) as err:
+        return f"trainer_state.json cannot be read ({type(err).__name__}: {err})"
+    try:
+        files = sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".bin", ".json")
+        )
+    except OSError as err:
+        return f"cannot be listed ({err})"
+    for file in files:
+        problem = weights_file_problem(file)
+        if problem:
+            return problem
+    return None
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-N`` folders of a run, newest (highest N) first."""
     folder = Path(output_dir)
     if not folder.is_dir():
-        return None
+        return []
     steps = []
     for path in folder.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", path.name)
         if match and path.is_dir():
             steps.append((int(match.group(1)), path))
-    for _step, path in sorted(steps, reverse=True):
-        if (path / "trainer_state.json").is_file():
+    return [path for _step, path in sorted(steps, reverse=True)]
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The highest-step ``checkpoint-N`` folder whose files all read (:func:`checkpoint_problem`).
+
+    A run killed while saving leaves a partial ``checkpoint-N`` behind, and a disk fault a truncated file;
+    ``get_last_checkpoint`` would pick either. Skipped checkpoints are logged with their problem.
+    """
+    for path in checkpoints(output_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return os.fspath(path)
-        logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", path)
+        logger.warning("skipping checkpoint %s: %s", path, problem)
     return None
+
+
+RUN_FILES = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "trainer_state.json",
+    "recipe.yaml",
+    "model.safetensors",
+)
+"""Files whose presence in ``output_dir`` means an earlier training run is there."""
+
+
+def earlier_run(output_dir: str | os.PathLike) -> list[str]:
+    """What an earlier training run left in ``output_dir`` (checkpoint folders and run files), by name."""
+    folder = Path(output_dir)
+    found = [p.name for p in checkpoints(folder)]
+    found += [name for name in RUN_FILES if (folder / name).exists()]
+    return found
+
+
+def check_output_dir(output_dir: str, inputs: list, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``output_dir`` that overlaps an input (dataset, model, recipe), is not a folder, was not made by
+    training, or holds an earlier run when neither resuming nor ``overwrite_output_dir``. Raises ``ValueError``."""
+    from stk_vqa.fileio import is_replaceable
+
+    folder = Path(output_dir)
+    check_not_input(folder, inputs, (), "output_dir")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"output_dir {folder} exists and is not a folder")
+    found = earlier_run(folder)
+    if not found and not is_replaceable(folder):
+        raise ValueError(
+            f"output_dir {folder} is a non-empty folder that no training run made (no {MARKER}, no checkpoints): "
+            "choose another output_dir"
+        )
+    if found and not resume and not overwrite:
+        raise ValueError(
+            f"output_dir {folder} holds an earlier run ({', '.join(found[:4])}): pass --resume_from_checkpoint last "
+            "to continue it, --overwrite_output_dir true to replace it, or choose another output_dir"
+        )
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool, keep: list = ()) -> None:
+    """With ``overwrite``, remove the earlier run in ``output_dir`` (checked by :func:`check_output_dir`), except
+    the ``keep`` paths (e.g. a vision-feature cache stored there); mark the folder as a training run's."""
+    import shutil
+
+    folder = Path(output_dir)
+    if overwrite and folder.is_dir() and earlier_run(folder):
+        kept = [Path(k).resolve() for k in keep if k]
+        for entry in folder.iterdir():
+            resolved = entry.resolve()
+            if entry.name == MARKER or any(resolved == k or resolved in k.parents for k in kept):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        logger.warning("overwrite_output_dir: removed the earlier run in %s", folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_marker(folder, "train")
+
+
+def saved_note(output_dir: str) -> str:
+    """What a training run has saved so far, for the line Ctrl-C prints."""
+    last = last_complete_checkpoint(output_dir)
+    if last is None:
+        return f"no complete checkpoint saved yet in {output_dir}"
+    return f"newest complete checkpoint: {last} (continue with --resume_from_checkpoint last)"

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
-from stk_vqa.training.artifacts import last_complete_checkpoint
+from stk_vqa.training.artifacts import check_output_dir, checkpoint_problem, last_complete_checkpoint
 
 
 class RecipeError(ValueError):
@@ -85,8 +85,8 @@ class StkScriptArguments(ScriptArguments):
             "fingerprint of the dataset and processor) and collate by padding only: the same input_ids, labels and "
             "attention_mask as TRL's collator. Images go to the device as stored (uint8) and are resized and "
             "normalised there exactly as Pillow and the processor do, each distinct image of a batch encoded once; "
-            "with vision_feature_cache their cached features are gathered instead (vision tower frozen: lora_scope "
-            "text; one image per row, no image splitting)."
+            "with vision_feature_cache their cached features are gathered instead (one image per row, no image "
+            "splitting)."
         },
     )
     preprocess_num_proc: int | None = field(
@@ -101,8 +101,20 @@ class StkScriptArguments(ScriptArguments):
             "comparison is turned off when random batches would rarely repeat an image."
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an earlier run in output_dir (its checkpoints and adapter). Without it (and without "
+            "resume_from_checkpoint) an output_dir holding a run is refused."
+        },
+    )
 
     def __post_init__(self):
+        for name, low, high in (("image_size", 1, 4096), ("max_train_samples", 1, None),
+                                ("max_eval_samples", 1, None), ("vision_feature_cache_batch_size", 1, 65536)):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and (value < low or (high is not None and value > high)):
+                raise RecipeError(f"field {name!r}: must be {low} to {high or 'any'}, got {value!r}")
         if str(self.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):
             self.vision_feature_cache = None  # `--vision_feature_cache none` turns a recipe's cache off
         if self.lora_scope == "all" and self.vision_feature_cache:
@@ -120,8 +132,14 @@ DATACLASSES = (StkScriptArguments, SFTConfig, ModelConfig)
 
 
 def make_parser() -> TrlParser:
-    """A ``TrlParser`` over the three dataclasses (``--config RECIPE.yaml`` plus ``--field value`` overrides)."""
-    return TrlParser(DATACLASSES)
+    """A ``TrlParser`` over the three dataclasses (``--config RECIPE.yaml`` plus ``--field value`` overrides); a bad
+    flag raises :class:`RecipeError` (one line) instead of argparse's usage dump."""
+
+    class RecipeParser(TrlParser):
+        def error(self, message):
+            raise RecipeError(f"command line: {message}")
+
+    return RecipeParser(DATACLASSES)
 
 
 def _recipe_argv(argv: list[str]) -> tuple[list[str], str | None]:
@@ -133,11 +151,35 @@ def _recipe_argv(argv: list[str]) -> tuple[list[str], str | None]:
     return argv, recipe
 
 
-def _check_value(action, value) -> None:
+def _string_fields() -> set[str]:
+    """Fields of the three dataclasses typed ``str`` or ``str | None`` (one string, never a list or a number)."""
+    import types
+    import typing
+
+    names = set()
+    for cls in DATACLASSES:
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # a type that cannot be resolved: those fields are not checked here
+            continue
+        for f in dataclasses.fields(cls):
+            hint = hints.get(f.name)
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            if hint is str or (union and set(typing.get_args(hint)) == {str, type(None)}):
+                names.add(f.name)
+    return names
+
+
+def _check_value(action, value, string_field: bool = False) -> None:
     """Raise ``ValueError`` if ``value`` (from YAML) does not fit the argparse ``action`` of its field."""
     values = value if isinstance(value, list) else [value]
     if isinstance(value, list) and action.nargs not in ("+", "*") and action.type not in (None, str):
         raise ValueError(f"expected one value, got a list {value!r}")
+    if string_field:
+        if isinstance(value, list):
+            raise ValueError(f"expected one string, got a list {value!r}")
+        if isinstance(value, (int, float)):  # YAML reads 00001 as 1 and 1e-3 as a string: say so
+            raise ValueError(f"expected a string, got {value!r} (quote it in the YAML file)")
     if isinstance(value, dict) and action.type not in (None, str):
         raise ValueError(f"expected a {getattr(action.type, '__name__', 'value')}, got a mapping")
     for item in values:
@@ -179,6 +221,7 @@ def validate_recipe(path: str | os.PathLike, parser: TrlParser | None = None) ->
     if not isinstance(config, dict):
         raise RecipeError(f"recipe {path} must be a YAML mapping of field: value, got {type(config).__name__}")
     actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+    strings = _string_fields()
     for key, value in config.items():
         if key == "env":
             if not isinstance(value, dict):
@@ -192,7 +235,7 @@ def validate_recipe(path: str | os.PathLike, parser: TrlParser | None = None) ->
                 "trl.SFTConfig and trl.ModelConfig (see `scripts/sft.py --help`)"
             )
         try:
-            _check_value(actions[key], value)
+            _check_value(actions[key], value, key in strings)
         except ValueError as error:
             raise RecipeError(f"recipe {path}: field {key!r}: {error}") from None
     return config
@@ -213,6 +256,13 @@ def parse_recipe(argv: list[str] | None = None) -> tuple[StkScriptArguments, SFT
     if not model_args.model_name_or_path:
         raise RecipeError(f"recipe {recipe or '(command line)'}: field 'model_name_or_path' is required")
     training_args.resume_from_checkpoint = _resolve_resume(training_args)
+    local = lambda ref: ref if ref and Path(str(ref)).expanduser().exists() else None  # noqa: E731
+    inputs = [local(script_args.dataset_name), local(model_args.model_name_or_path), recipe]
+    try:
+        check_output_dir(training_args.output_dir, inputs, bool(training_args.resume_from_checkpoint),
+                         script_args.overwrite_output_dir)  # fmt: skip
+    except ValueError as error:
+        raise RecipeError(f"recipe {recipe or '(command line)'}: {error}") from None
     return script_args, training_args, model_args
 
 
@@ -222,14 +272,17 @@ def _resolve_resume(training_args: SFTConfig) -> str | None:
     if value is None or str(value).lower() in ("false", "none", ""):
         return None
     if str(value).lower() in ("true", "last"):
-        last = last_complete_checkpoint(training_args.output_dir)
+        last = last_complete_checkpoint(training_args.output_dir)  # newest whose files all read; logs the others
         if last is None:
             raise RecipeError(
                 f"resume_from_checkpoint={value}: no complete checkpoint-* folder in {training_args.output_dir}"
             )
         return last
-    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
-        raise RecipeError(f"resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
+    if not os.path.isdir(value):
+        raise RecipeError(f"resume_from_checkpoint: {value} is not a checkpoint folder")
+    problem = checkpoint_problem(value)
+    if problem:
+        raise RecipeError(f"resume_from_checkpoint: {value} cannot be resumed: {problem}")
     return value
 
 
