@@ -66,7 +66,7 @@ def trl_collator(processor):
 def random_feature_cache(path: Path, dataset, seq_len: int, hidden: int):
     import torch
 
-    from stk_vqa.training.vision_features import CACHE_FORMAT, FeatureCache, _save_cache
+    from stk_vqa.training.feature_cache import CACHE_FORMAT, FeatureCache, _save_cache
 
     keys = sorted({key for row in dataset["image_keys"] for key in row})
     generator = torch.Generator().manual_seed(0)

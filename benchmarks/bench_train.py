@@ -219,7 +219,7 @@ def run_config(args) -> dict:
     import torch
 
     from stk_vqa.scripts.sft import build_trainer
-    from stk_vqa.training import vision_features
+    from stk_vqa.training import feature_cache, vision_features
     from stk_vqa.training.configs import parse_recipe
 
     if args.device == "cpu":
@@ -230,7 +230,7 @@ def run_config(args) -> dict:
     cache = work / "features.safetensors"
 
     cache_seconds = {"s": 0.0}
-    original_prepare = vision_features.prepare_feature_cache
+    original_prepare = feature_cache.prepare_feature_cache
 
     def timed_prepare(*a, **k):
         start = time.perf_counter()
@@ -239,7 +239,7 @@ def run_config(args) -> dict:
         finally:
             cache_seconds["s"] += time.perf_counter() - start
 
-    vision_features.prepare_feature_cache = timed_prepare
+    feature_cache.prepare_feature_cache = timed_prepare
     trainer = build_trainer(*parse_recipe(trainer_argv(args, config, dataset, work / f"out-{args.config}", cache)))
     if config.get("per_sample"):
         trainer.data_collator = PerSampleCollator(
@@ -340,7 +340,7 @@ def build_cache(args) -> dict:
 
     from stk_vqa.scripts.sft import build_trainer
     from stk_vqa.training.configs import parse_recipe
-    from stk_vqa.training.vision_features import prepare_feature_cache
+    from stk_vqa.training.feature_cache import prepare_feature_cache
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)

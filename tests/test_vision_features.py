@@ -168,14 +168,8 @@ def test_feature_cache_is_built_once_extended_and_checked(tiny_model_dir, shared
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from stk_vqa.tiny_model import make_tiny_model
-    from stk_vqa.training.vision_features import (
-        FeatureCache,
-        VisionFeatureError,
-        count_encoded_images,
-        encode_images,
-        image_key,
-        prepare_feature_cache,
-    )
+    from stk_vqa.training.feature_cache import FeatureCache, encode_images, image_key, prepare_feature_cache
+    from stk_vqa.training.vision_features import VisionFeatureError, count_encoded_images
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).requires_grad_(False)
     processor = AutoProcessor.from_pretrained(tiny_model_dir)

@@ -8,7 +8,8 @@ One module, one job:
 * :mod:`.model_utils`: model + processor as the recipe asks, image tokens, the LoRA config;
 * :mod:`.trainer`: ``StkSFTTrainer`` and the input-path / row-recording switches;
 * :mod:`.collators`: wrappers around TRL's vision-language collator;
-* :mod:`.vision_features`: encode each image once (in-batch reuse, offline feature cache);
+* :mod:`.vision_features`: encode each distinct image of a batch once (in-batch reuse);
+* :mod:`.feature_cache`: the offline vision-feature cache (encode each image of the dataset once);
 * :mod:`.preprocess`: rows tokenised once, the padding collator, the image-grouping sampler;
 * :mod:`.image_transforms`: the processor's image resize + normalise as torch ops on the device;
 * :mod:`.artifacts`: loss curve, ``recipe.yaml``, model card section, checkpoints.

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from stk_vqa.training.vision_features import image_key
+from stk_vqa.training.feature_cache import image_key
 
 logger = logging.getLogger(__name__)
 

@@ -24,8 +24,9 @@ class StkSFTTrainer(SFTTrainer):
         self.stk_columns = None  # preprocess_rows: the dataset columns the collator reads
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from stk_vqa.training.feature_cache import attach_image_features
         from stk_vqa.training.preprocess import encode_batch_images
-        from stk_vqa.training.vision_features import attach_image_features, vision_language_core
+        from stk_vqa.training.vision_features import vision_language_core
 
         if "images_uint8" in inputs:  # pre-processed rows: resize, normalise and encode on the device
             inputs = encode_batch_images(vision_language_core(model), inputs, self.stk_device_images)
@@ -77,7 +78,7 @@ def setup_input_path(trainer: StkSFTTrainer, script_args: StkScriptArguments, da
         if script_args.preprocess_rows:
             _use_preprocessed_rows(trainer, script_args, cache)
         elif cache is not None:
-            from stk_vqa.training.vision_features import CachedFeatureCollator
+            from stk_vqa.training.feature_cache import CachedFeatureCollator
 
             trainer.data_collator = CachedFeatureCollator(trainer.data_collator, cache)
         keys = None
@@ -99,7 +100,7 @@ setup_vision_feature_reuse = setup_input_path  # the earlier name
 
 
 def _prepare_cache(trainer: StkSFTTrainer, script_args: StkScriptArguments, datasets: list):
-    from stk_vqa.training.vision_features import prepare_feature_cache
+    from stk_vqa.training.feature_cache import prepare_feature_cache
 
     with trainer.accelerator.local_main_process_first():  # one build per machine, the others wait
         return prepare_feature_cache(
