@@ -10,11 +10,9 @@ from pathlib import Path
 
 from stk_vqa.fileio import atomic_write_bytes, atomic_write_json
 
-from stk_vqa.render.kart_boxes import BOX_METHOD
-
-# How the boxes in ``detections`` were made: "none" when a frame has no box source; rendered frames use
-# ``kart_boxes.BOX_METHOD`` (chase-camera model + depth test; pystk2 0.7.4 gives no instance labels).
-BOX_METHOD_NONE = "none"
+# How the boxes in ``detections`` were made: tight inclusive boxes of each instance's pixels in the engine's
+# per-pixel instance map (stk_vqa.render.instance), as in the course's own data.
+BOX_METHOD = "engine-instance-map"
 
 
 def frame_name(frame_id: int) -> str:
@@ -37,14 +35,16 @@ def is_complete(split_dir: Path, frame_id: int, views: int) -> bool:
 
 def build_info(track: str, karts: list[str], views: int, state: dict, extra: dict) -> dict:
     """The course's keys first (``track karts detections distance_down_track velocity``), then extra keys."""
-    detections = state.get("detections")
+    detections = state["detections"]
+    if len(detections) != views:
+        raise ValueError(f"state['detections'] holds {len(detections)} views, expected {views}")
     info = {
         "track": track,
         "karts": list(karts),
-        "detections": detections if detections is not None else [[] for _ in range(views)],
+        "detections": detections,
         "distance_down_track": state["distance_down_track"],
         "velocity": state["velocity"],
-        "box_method": BOX_METHOD if detections is not None else BOX_METHOD_NONE,
+        "box_method": BOX_METHOD,
     }
     info.update({k: v for k, v in state.items() if k not in info})
     info.update(extra)
