@@ -106,7 +106,8 @@ def plan_races(tracks, frames, views, karts, seed, kart_names=None, width=150, h
     return specs[shard_index::shard_count]
 
 
-def _race_worker(spec: RaceSpec, split_dir: str, data_root: str, skip: set[int], messages) -> None:
+def _race_worker(spec: RaceSpec, split_dir: str, data_root: str, skip: set[int], messages,
+                 save_instances: bool = False) -> None:
     """Worker process body: render one race, write each frame, report each one; never returns normally."""
     code = 0
     try:
@@ -119,7 +120,8 @@ def _race_worker(spec: RaceSpec, split_dir: str, data_root: str, skip: set[int],
             extra = {"frame_step": frame.step, "seed": spec.seed, "renderer": renderer_info(),
                      "image_size": [spec.width, spec.height], "label_size": list(LABEL_SIZE)}
             info = frame_writer.build_info(spec.track, karts, spec.views, state, extra)
-            frame_writer.write_frame(Path(split_dir), frame.frame_id, frame.images, info)
+            frame_writer.write_frame(Path(split_dir), frame.frame_id, frame.images, info,
+                                     instances=frame.instances if save_instances else None)
             messages.put(("frame", spec.first_frame, frame.frame_id))
         messages.put(("done", spec.first_frame, None))
     except BaseException as error:  # report, then leave without running the engine's teardown
@@ -134,7 +136,7 @@ def _race_worker(spec: RaceSpec, split_dir: str, data_root: str, skip: set[int],
 def render(out: str = "data/rendered", split: str = "train", tracks=None, frames: int = 10, views: int = 10,
            karts: int = 10, seed: int = 0, kart_names=None, width: int = 150, height: int = 100,
            workers: int = 1, warmup_steps: int = 150, step_interval: int = 10, race_frames: int = 100,
-           shard=None, stall_timeout: float = 300.0):
+           shard=None, stall_timeout: float = 300.0, instances: bool = False, anisotropic: bool = False):
     """Render fresh frames from SuperTuxKart into ``<out>/<split>/`` in the course layout, boxes from the engine.
 
     Args:
@@ -154,12 +156,17 @@ def render(out: str = "data/rendered", split: str = "train", tracks=None, frames
         race_frames: frames per race (a track's frames are split into races of this many).
         shard: ``K/N``: render only the K-th of N disjoint parts (by race) so N machines share one dataset.
         stall_timeout: seconds without a finished frame after which a race is killed (a re-run resumes it).
+        instances: also write each view's 600x400 instance map (``<frame>_<view:02d>_instance.npz``).
+        anisotropic: keep Mesa's anisotropic filtering (slow, stalls for minutes under llvmpipe; a benchmark
+            baseline, not for data).
     Returns:
         None when every frame is there; else a summary dict (frames written, already there, lost, errors).
     """
     check_installed()
     specs = plan_races(tracks, frames, views, karts, seed, kart_names, width, height, warmup_steps, step_interval,
                        race_frames, shard)
+    for spec in specs:
+        spec.anisotropic = bool(anisotropic)
     data_root = str(prepare_datadir())
     split_dir = Path(out) / split
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +181,8 @@ def render(out: str = "data/rendered", split: str = "train", tracks=None, frames
     total = sum(spec.frames - len(skip) for spec, skip in todo)
     summary = {"out": str(split_dir), "written": 0, "already_there": done_before, "lost": 0, "errors": []}
     if total:
-        _run_workers(todo, split_dir, data_root, max(1, int(workers)), float(stall_timeout), total, summary)
+        _run_workers(todo, split_dir, data_root, max(1, int(workers)), float(stall_timeout), total, summary,
+                     bool(instances))
     print(f"render: {summary['written']} frames written, {summary['already_there']} already there, "
           f"{summary['lost']} lost -> {split_dir}" + ("" if not summary["lost"] else " (re-run to complete)"))
     for error in summary["errors"]:
@@ -183,7 +191,7 @@ def render(out: str = "data/rendered", split: str = "train", tracks=None, frames
 
 
 def _run_workers(todo, split_dir: Path, data_root: str, workers: int, stall_timeout: float, total: int,
-                 summary: dict) -> None:
+                 summary: dict, save_instances: bool = False) -> None:
     import multiprocessing
 
     from tqdm.auto import tqdm
@@ -196,7 +204,8 @@ def _run_workers(todo, split_dir: Path, data_root: str, workers: int, stall_time
         while pending or running:
             while pending and len(running) < workers:
                 spec, skip = pending.pop(0)
-                process = context.Process(target=_race_worker, args=(spec, str(split_dir), data_root, skip, messages),
+                process = context.Process(target=_race_worker, args=(spec, str(split_dir), data_root, skip, messages,
+                                                                        save_instances),
                                           daemon=True)
                 process.start()
                 running[spec.first_frame] = (process, spec, spec.frames - len(skip), time.monotonic())
