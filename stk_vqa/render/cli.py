@@ -10,7 +10,6 @@ import os
 import queue as queue_module
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from stk_vqa.render import frame_writer

@@ -72,7 +72,7 @@ def kart_display_names(data_dir: Path = DEBIAN_DATA_DIR) -> dict[str, str]:
     names = {}
     for kart in available_karts(data_dir):
         text = (Path(data_dir) / "karts" / kart / "kart.xml").read_text(errors="replace")
-        match = re.search(r'<kart\b[^>]*?\bname\s*=\s*"([^"]*)"', text, re.S)
+        match = re.search(r'<kart\b[^>]*?\bname\s*=\s*"([^"]*)"', text, re.DOTALL)
         if match:
             names[match.group(1)] = kart
     return names

@@ -10,6 +10,8 @@
 set -euo pipefail
 
 PYTHON=${1:-${PYTHON:-.venv/bin/python}}
+[ -x "$PYTHON" ] || { echo "render-deps: no python at $PYTHON (run make install first)"; exit 1; }
+PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"  # absolute: the build runs elsewhere
 CACHE=${STK_VQA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stk-vqa}
 VERSION=1.1.2
 start=$(date +%s)
@@ -31,11 +33,13 @@ if "$PYTHON" -c "import importlib.metadata as m, sys; sys.exit(m.version('PySupe
     say "PySuperTuxKart $VERSION already installed"
 else
     mkdir -p "$CACHE/wheels" "$CACHE/build"
-    find_wheel() { find "$CACHE/wheels" -maxdepth 1 -iname "pysupertuxkart-$VERSION-*.whl" | head -n1; }
+    PYTAG=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')  # the wheel is per Python version
+    find_wheel() { find "$CACHE/wheels" -maxdepth 1 -iname "pysupertuxkart-$VERSION-$PYTAG-*.whl" | head -n1; }
     wheel=$(find_wheel)
     if [ -z "$wheel" ]; then
         say "building PySuperTuxKart $VERSION from its sdist (about 6 minutes on 2 cores)"
         "$PYTHON" -m pip install -q "cmake>=3.12,<4" ninja "pybind11>=2.11" "setuptools>=42" wheel
+        (
         cd "$CACHE/build"
         [ -f PySuperTuxKart-$VERSION.tar.gz ] || "$PYTHON" -m pip download -q --no-deps --no-binary pysupertuxkart \
             --no-build-isolation "pysupertuxkart==$VERSION" -d .
@@ -49,9 +53,10 @@ else
         PATH="$VENV_BIN:$PATH" CMAKE_PREFIX_PATH="$("$PYTHON" -m pybind11 --cmakedir)" \
             CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
             "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation . -w "$CACHE/wheels"
+        )
         wheel=$(find_wheel)
         [ -n "$wheel" ] || { say "the build made no wheel in $CACHE/wheels"; exit 1; }
-        cd "$CACHE" && rm -rf "$CACHE/build/PySuperTuxKart-$VERSION"
+        rm -rf "$CACHE/build/PySuperTuxKart-$VERSION"
         say "built $wheel in $(( $(date +%s) - start )) s"
     else
         say "reusing $wheel"
@@ -60,6 +65,7 @@ else
     "$PYTHON" -m pip install -q --no-deps --force-reinstall "$wheel"
 fi
 
-# 3. the label-aware shaders, generated from the installed game data
-"$PYTHON" -m stk_vqa.render.shaders
+# 3. the label-aware shaders, generated from the installed game data (by the stk_vqa next to this script)
+PACKAGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PYTHONPATH="$PACKAGE_ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m stk_vqa.render.shaders
 say "done in $(( $(date +%s) - start )) s"

@@ -21,8 +21,8 @@ import os
 import sys
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 

@@ -27,8 +27,8 @@ import os
 import re
 import shutil
 import sys
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 DEBIAN_DATA_DIR = Path("/usr/share/games/supertuxkart/data")
 LABEL_LOCATION = 13  # the engine's per-instance label attribute
