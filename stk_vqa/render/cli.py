@@ -135,7 +135,8 @@ def _race_worker(spec: RaceSpec, split_dir: str, data_root: str, skip: set[int],
 def render(out: str = "data/rendered", split: str = "train", tracks=None, frames: int = 10, views: int = 10,
            karts: int = 10, seed: int = 0, kart_names=None, width: int = 150, height: int = 100,
            workers: int = 1, warmup_steps: int = 150, step_interval: int = 10, race_frames: int = 100,
-           shard=None, stall_timeout: float = 300.0, instances: bool = False, anisotropic: bool = False):
+           shard=None, stall_timeout: float = 300.0, instances: bool = False, render_every_step: bool = False,
+           anisotropic: bool = False):
     """Render fresh frames from SuperTuxKart into ``<out>/<split>/`` in the course layout, boxes from the engine.
 
     Args:
@@ -156,6 +157,8 @@ def render(out: str = "data/rendered", split: str = "train", tracks=None, frames
         shard: ``K/N``: render only the K-th of N disjoint parts (by race) so N machines share one dataset.
         stall_timeout: seconds without a finished frame after which a race is killed (a re-run resumes it).
         instances: also write each view's 600x400 instance map (``<frame>_<view:02d>_instance.npz``).
+        render_every_step: draw every 0.1 s step instead of one engine step per sampled frame (the chase camera
+            then lags as in interactive play; ``step_interval`` times slower).
         anisotropic: keep Mesa's anisotropic filtering (slow, stalls for minutes under llvmpipe; a benchmark
             baseline, not for data).
     Returns:
@@ -166,6 +169,7 @@ def render(out: str = "data/rendered", split: str = "train", tracks=None, frames
                        race_frames, shard)
     for spec in specs:
         spec.anisotropic = bool(anisotropic)
+        spec.render_every_step = bool(render_every_step)
     data_root = str(prepare_datadir())
     split_dir = Path(out) / split
     split_dir.mkdir(parents=True, exist_ok=True)

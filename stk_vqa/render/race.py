@@ -1,9 +1,10 @@
 """One SuperTuxKart race in this process (the engine allows one per process): step it, grab views, labels, state.
 
 Engine: pysupertuxkart 1.1.2 (module ``pystk``, the engine the course data was made with) reading Debian's game
-data through the label-aware overlay of :mod:`stk_vqa.render.shaders`. The first ``views`` karts are players
-driven by the AI, each with a camera, so view ``i`` follows kart ``i``; the game fills the race up to ``karts``
-with its own AI karts (it picks their models). Every view is rendered at 600x400, the space of the course's
+data through the label-aware overlay of :mod:`stk_vqa.render.shaders`. ``views`` players, all driven by the AI,
+carry the cameras, so view ``i`` follows player ``i``; the game fills the race up to ``num_karts`` with its own AI
+karts (it picks their models) and numbers those first, so player ``i``'s kart id is ``view_kart[i]``, read from the
+engine. Every view is rendered at 600x400, the space of the course's
 boxes: the instance map at that size gives the detections (:func:`stk_vqa.render.instance.detections_from_instance`),
 the colour image is then resized to the requested image size.
 
