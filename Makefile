@@ -8,7 +8,7 @@ RECIPE ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow test-gpu test-render test-browser quickstart bench lint format
+.PHONY: install test test-slow test-gpu test-render render-deps test-browser quickstart bench lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ test-slow:
 test-gpu:
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m gpu
 
+# The render engine (docs/rendering.md): apt packages, pysupertuxkart 1.1.2 built once (~6-9 min, wheel cached in
+# ~/.cache/stk-vqa), the label-aware shaders generated from the game data.
+render-deps: $(BIN)/python
+	stk_vqa/render/install_engine.sh $(BIN)/python
+
 test-render:
-	$(BIN)/python -m pytest -q -m render
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m render tests/test_render.py
 
 # `stk-vqa app` in headless Chromium: needs `pip install -e '.[app]'` and Debian's `chromium` (playwright uses it,
 # it downloads no browser). Rewrites docs/images/app.png (STK_VQA_APP_SCREENSHOT=path to write it elsewhere).

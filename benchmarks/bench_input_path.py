@@ -2,7 +2,7 @@
 
 SmolVLM-256M's processor configuration (Idefics3, one 512x512 image per row, 64 image tokens, SmolVLM's chat
 template in TRL's assistant-mask variant; the tokenizer is the offline stand-in's, ``stk_vqa/tiny_model.py``), the
-bundled sample (``stk_vqa/data/sample``: real 150x100 renders, 895 train rows) built by the builder.
+bundled sample (``stk_vqa/data/sample``: real 150x100 renders, 1,149 train rows) built by the builder.
 
 * ``baseline``: TRL's ``DataCollatorForVisionLanguageModeling`` as ``SFTTrainer`` makes it (chat rendering,
   tokenising, assistant mask, PIL image processing to fp32 pixels), on rows read from the dataset;

@@ -1,7 +1,7 @@
 """Grid preview of the bundled rendered sample (docs/images/sample_preview.png).
 
 One row per track (first frame of each), one column per view, at the stored size; any kart boxes in
-``detections`` are drawn (rescaled from 600x400). Usage: python scripts/render_sample_preview.py [SAMPLE_DIR] [OUT]
+``detections`` are drawn (inclusive pixel boxes, rescaled from 600x400; the followed kart in yellow). Usage: python scripts/render_sample_preview.py [SAMPLE_DIR] [OUT]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stk_vqa.fileio import atomic_write_bytes
 def main(sample_dir: str | None = None, out: str = "docs/images/sample_preview.png", scale: int = 1) -> Path:
     import io
 
+    scale = int(scale)
     sample = Path(sample_dir or Path(stk_vqa.__file__).parent / "data" / "sample")
     firsts = {}
     for info_path in sorted(sample.glob("*/*_info.json")):
@@ -32,16 +33,22 @@ def main(sample_dir: str | None = None, out: str = "docs/images/sample_preview.p
     draw = ImageDraw.Draw(canvas)
     for r, (info_path, info) in enumerate(rows):
         top = r * (height * scale + label_h)
-        draw.text((4, top + 1), f"{info['track']}  frame {info_path.name[:5]}  box_method={info['box_method']}",
-                  fill="black")
+        draw.text(
+            (4, top + 1), f"{info['track']}  frame {info_path.name[:5]}  box_method={info['box_method']}", fill="black"
+        )
         for v, detections in enumerate(info["detections"]):
             image = Image.open(info_path.parent / f"{info_path.name[:5]}_{v:02d}_im.jpg").convert("RGB")
             image = image.resize((width * scale, height * scale), Image.NEAREST)
             box_draw = ImageDraw.Draw(image)
-            for class_id, _, x1, y1, x2, y2 in detections:
+            own = info.get("view_kart", [None] * len(info["detections"]))[v]
+            for class_id, kart, x1, y1, x2, y2 in detections:
                 if class_id == 1:
                     sx, sy = width * scale / 600, height * scale / 400
-                    box_draw.rectangle([x1 * sx, y1 * sy, x2 * sx, y2 * sy], outline=(255, 0, 0))
+                    bx, by = x1 * sx, y1 * sy
+                    box_draw.rectangle(
+                        [bx, by, max(bx, (x2 + 1) * sx - 1), max(by, (y2 + 1) * sy - 1)],
+                        outline=(255, 255, 0) if kart == own else (255, 0, 0),
+                    )
             canvas.paste(image, (v * width * scale, top + label_h))
     buffer = io.BytesIO()
     canvas.quantize(colors=256).save(buffer, format="PNG", optimize=True)  # photos: keep the PNG small

@@ -59,8 +59,7 @@ COMMANDS: dict[str, Command] = {
     "render": Command(
         "stk_vqa.render.config:RenderConfig",
         "stk_vqa.render.cli:render",
-        "render fresh frames from the real game, course layout",
-        keywords=True,
+        "render fresh frames from the real game (engine instance-map boxes), course layout",
     ),
     "make-tiny-model": Command(
         "stk_vqa.tiny_model:TinyModelConfig",

@@ -61,19 +61,19 @@ def test_bundled_sample_views_scene_facts_and_questions():
     assert frames["train"][0].label == "00000 · lighthouse" and frames["train"][0].views == [0, 1, 2, 3, 4]
 
     view = source.view("train", "00000", 3)
-    assert view.image.size == (150, 100) and view.scene.ego.name == "konqi"
+    assert view.image.size == (150, 100) and view.scene.ego.name == "adiumy"
     boxes = logic.kart_boxes(view.scene)
     assert [b.name for b in boxes if b.kept] == [k.name for k in view.scene.karts]  # the scene's own rule
     dropped = {b.name: b.why for b in boxes if not b.kept}
-    assert dropped["suzanne"] == "too small: 4x2 px (< 5 px)"
+    assert dropped == {"wilber": "too small: 5x3 px (< 5 px)"}
     facts = logic.scene_facts_markdown(view)
-    for text in ("`lighthouse`", "**ego** konqi", "| **konqi** | 5 |", "back and right", "| suzanne | 1 |"):
+    for text in ("`lighthouse`", "**ego** adiumy", "| **adiumy** | 5 |", "back and left", "| wilber | 4 |"):
         assert text in facts
 
     expected = generate_view_qa(load_frame(SAMPLE / "train" / "00000_info.json"), 3, (150, 100))
     assert logic.qa_rows(view) == [[p.family, p.question, p.answer] for p in expected]
     assert len(logic.qa_rows(view, "all")) > len(expected)  # the extension families
-    assert logic.reference_answer(view, "  what kart is the EGO car? ").answer == "konqi"
+    assert logic.reference_answer(view, "  what kart is the EGO car? ").answer == "adiumy"
     assert logic.reference_answer(view, "Is it raining?") is None
     assert ("[ego_kart] What kart is the ego car?", "What kart is the ego car?") in logic.question_choices(view)
 
@@ -82,9 +82,10 @@ def test_bundled_sample_views_scene_facts_and_questions():
     picture = logic.annotated_image(view)
     assert picture.size == (600, 400)
     ego, other = view.scene.ego.box, next(k for k in view.scene.karts if k is not view.scene.ego).box
-    assert picture.getpixel((ego.x1 * 4, (ego.y1 + ego.y2) * 2)) == EGO_COLOR
-    assert picture.getpixel((other.x1 * 4, (other.y1 + other.y2) * 2)) == KART_COLOR
-    small = next(b.box for b in boxes if b.name == "nolok")  # 5x3 px: drawn grey
+    # the left edge near the bottom corner (names are written at the top, over other boxes' edges)
+    assert picture.getpixel((ego.x1 * 4, ego.y2 * 4 - 2)) == EGO_COLOR
+    assert picture.getpixel((other.x1 * 4, other.y2 * 4 - 2)) == KART_COLOR
+    small = next(b.box for b in boxes if b.name == "wilber")  # 5x3 px: drawn grey
     assert picture.getpixel((small.x1 * 4, small.y1 * 4 + 4)) == logic.DROPPED_COLOR
 
 

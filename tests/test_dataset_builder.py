@@ -342,9 +342,9 @@ def test_build_from_bundled_rendered_sample_names_box_method(tmp_path):
     sample = Path(dataset_builder.__file__).parent / "sample"
     out, report = build(BuildConfig(data_dir=str(sample), out_dir=str(tmp_path / "ds")))
     assert report.rows_after["train"] > 100 and report.rows_after["validation"] > 50
-    assert set(report.box_methods) == {"chase-camera-model+depth-test"}
+    assert set(report.box_methods) == {"engine-instance-map"}
     card = (out / "README.md").read_text()
-    assert "frame(s): `chase-camera-model+depth-test`" in card
+    assert "frame(s): `engine-instance-map`: frames rendered by `stk-vqa render`; boxes are the tight" in card
     ds = datasets.load_dataset(str(out), split="validation")
     assert ds[0]["images"][0].size == (150, 100)
 

@@ -31,10 +31,10 @@ def test_pilot_runs_every_stage_and_writes_the_results_shape(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
     for split in ("validation", "unseen_tracks"):
-        assert results[split]["overall"]["n"] == 386  # the bundled sample's validation questions
+        assert results[split]["overall"]["n"] == 388  # the bundled sample's validation questions
         for row in results[split].values():
             assert set(row) == {"n", "prior", "real", "shuffled"}
             assert all(row[k] is None or 0 <= row[k] <= 1 for k in ("prior", "real", "shuffled"))
-    # every 10 steps and at the end: 895 training rows / batch 32 = 28 steps
-    assert set(results["curve"]["real"]) == set(results["curve"]["shuffled"]) == {"10", "20", "28"}
+    # every 10 steps and at the end: 1,149 training rows / batch 32 = 36 steps
+    assert set(results["curve"]["real"]) == set(results["curve"]["shuffled"]) == {"10", "20", "30", "36"}
     assert results["minutes"] > 0 and out.with_name("learn_to_see_curve.png").stat().st_size > 10_000

@@ -13,7 +13,7 @@ def test_quickstart_end_to_end_on_the_bundled_sample(tmp_path, capsys):
     assert "1/4 dataset" in out and "4/4 evaluation" in out and "SMOKE RUN" in out
     results = json.loads((tmp_path / "qs" / "report" / "results.json").read_text())
     assert set(results["models"]) == {"blind_prior", "base", "smoke_adapter"}
-    assert results["data"]["n_evaluated"] == 386  # the bundled sample's validation QA pairs
+    assert results["data"]["n_evaluated"] == 388  # the bundled sample's validation QA pairs
     assert (tmp_path / "qs" / "adapter" / "adapter_model.safetensors").exists()
     assert SMOKE_TITLE in (tmp_path / "qs" / "report" / "report.md").read_text()
     assert report_dir == str(tmp_path / "qs" / "report")

@@ -43,10 +43,13 @@ def card_metadata_yaml(dataset_dict) -> str:
 
 BOX_METHOD_NOTES = {
     None: "boxes as given in the source info files (the course dataset's come from the engine's instance labels)",
+    "engine-instance-map": (
+        "frames rendered by `stk-vqa render`; boxes are the tight inclusive boxes of each instance's pixels in the "
+        "engine's own instance map (pysupertuxkart 1.1.2, the course dataset's engine), as the course's were"
+    ),
     "chase-camera-model+depth-test": (
-        "frames rendered by `stk-vqa render`; kart boxes derived from a simulated chase camera and a depth test "
-        "(an approximation of the engine-made boxes of the course dataset; see the render section of the "
-        "stk-vqa README for its measured agreement)"
+        "frames rendered by an earlier `stk-vqa render`; kart boxes derived from a simulated chase camera and a "
+        "depth test (an approximation: about 1 in 4 box-dependent answers differed from the engine's)"
     ),
     "none": "frames rendered without boxes: they yield no questions",
 }

@@ -192,7 +192,7 @@ def scene_facts_markdown(view: ViewData) -> str:
         if counts:
             lines += ["", "**objects** " + ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))]
     lines += ["", f"Boxes scaled from 600x400 with truncation; karts under {MIN_BOX_SIZE} px or outside the image are "
-              "dropped; the ego is the kept kart nearest the image centre (README, *Labels*)."]  # fmt: skip
+              "dropped; the ego is the kept kart nearest the image centre (docs/data.md, *Labels*)."]  # fmt: skip
     return "\n".join(lines)
 
 
