@@ -32,8 +32,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from stk_vqa.data.generate import scan_split  # noqa: E402
+from stk_vqa.data.info_file import load_frame  # noqa: E402
 from stk_vqa.data.questions import generate_view_qa  # noqa: E402
-from stk_vqa.data.scene import load_frame  # noqa: E402
 from stk_vqa.fileio import atomic_write_json  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None):
+    from stk_vqa.data.info_file import load_frame
     from stk_vqa.data.questions import generate_view_qa
-    from stk_vqa.data.scene import load_frame
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--info_dir", default=str(REPO_ROOT / "tests" / "data" / "reference"))

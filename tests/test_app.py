@@ -12,8 +12,8 @@ import pytest
 
 from stk_vqa.app import logic
 from stk_vqa.app.logic import AppError, ModelBank
+from stk_vqa.data.info_file import load_frame
 from stk_vqa.data.questions import generate_view_qa
-from stk_vqa.data.scene import load_frame
 
 SAMPLE = logic.BUNDLED_SAMPLE
 

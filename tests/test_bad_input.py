@@ -244,8 +244,9 @@ def test_generate_never_replaces_a_good_file_with_an_empty_one(data, capsys, con
 
 
 def test_generate_labels_each_view_at_its_own_size(data, capsys):
+    from stk_vqa.data.info_file import load_frame
     from stk_vqa.data.questions import generate_scene_qa
-    from stk_vqa.data.scene import load_frame, view_scene
+    from stk_vqa.data.scene import view_scene
 
     split = data / "train"
     view1 = split / f"{GOOD}_01_im.jpg"

@@ -18,7 +18,7 @@ from stk_vqa.data.builder import build
 from stk_vqa.data.configs import BuildConfig
 from stk_vqa.data.generate import iter_split_qa, qa_records
 from stk_vqa.data.hub import HubPushError, hub_upload_files, push_dataset_folder
-from stk_vqa.data.scene import InfoFileError
+from stk_vqa.data.info_file import InfoFileError
 
 
 def make_course_folder(root: Path, reference_info_dir: Path, frames: dict[str, int], size=(150, 100)) -> Path:

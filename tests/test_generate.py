@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from stk_vqa.data.generate import GenerationSummary, iter_split_qa, qa_records, scan_split
-from stk_vqa.data.scene import InfoFileError
+from stk_vqa.data.info_file import InfoFileError
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from test_scene import frame_dict, kart_views, sizes
 
+from stk_vqa.data.info_file import load_frame, parse_frame
 from stk_vqa.data.questions import (
     FAMILIES,
     default_family_names,
@@ -17,7 +18,7 @@ from stk_vqa.data.questions import (
     resolve_families,
     speed_bucket,
 )
-from stk_vqa.data.scene import load_frame, parse_frame, view_scene
+from stk_vqa.data.scene import view_scene
 
 
 def qa_dict(pairs):

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import stk_vqa
+from stk_vqa.data.info_file import load_frame
 from stk_vqa.data.questions import generate_view_qa
-from stk_vqa.data.scene import load_frame
 from stk_vqa.render import detections_from_instance, frame_writer, shaders
 from stk_vqa.render.cli import parse_shard, plan_races
 from stk_vqa.render.game_data import (

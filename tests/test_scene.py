@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stk_vqa.data.scene import (
-    Detection,
-    InfoFileError,
-    ScaledBox,
-    load_frame,
-    parse_frame,
-    scale_box,
-    view_scene,
-)
+from stk_vqa.data.info_file import Detection, InfoFileError, load_frame, parse_frame
+from stk_vqa.data.scene import ScaledBox, scale_box, view_scene
 
 
 def frame_dict(views, karts=("a", "b", "c", "d"), track="lighthouse"):

@@ -19,8 +19,9 @@ from pathlib import Path
 from stk_vqa.fileio import atomic_write_bytes, guard_output_file, on_interrupt
 
 from .configs import CheckConfig, GenerateConfig, parse_image_size
+from .info_file import InfoFileError, load_frame
 from .questions import QAPair, generate_scene_qa, resolve_families
-from .scene import COURSE_IMAGE_SIZE, InfoFileError, check_image_size, load_frame, view_scene
+from .scene import COURSE_IMAGE_SIZE, check_image_size, view_scene
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ def _render_tile(row: dict, data_dir: Path | None):
     from PIL import Image
 
     from .draw import draw_scene
-    from .scene import load_frame, view_scene
+    from .info_file import load_frame
+    from .scene import view_scene
 
     image = row["images"][0].convert("RGB")
     info = data_dir / Path(row["image_file"]).parent / f"{row['frame_id']}_info.json" if data_dir else None

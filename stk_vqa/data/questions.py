@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from .scene import COURSE_IMAGE_SIZE, Frame, ViewScene, view_scene
+from .info_file import Frame
+from .scene import COURSE_IMAGE_SIZE, ViewScene, view_scene
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 from .balancing import clevr_balance, grader_style_sample
 from .configs import BuildConfig
 from .generate import GenerationSummary, iter_split_qa
+from .info_file import InfoFileError, load_frame
 from .legacy_qa import read_legacy_qa
-from .scene import InfoFileError, load_frame
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stk_vqa.data.info_file import InfoFileError, load_frame
 from stk_vqa.data.questions import QAPair
-from stk_vqa.data.scene import InfoFileError, load_frame, view_scene
+from stk_vqa.data.scene import view_scene
 
 from .config import AppError
 from .views import ViewData, _open_image

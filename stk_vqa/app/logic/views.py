@@ -10,19 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stk_vqa.data.info_file import KART_CLASS, InfoFileError, frame_id_from_path, parse_frame
 from stk_vqa.data.questions import QAPair, generate_scene_qa
-from stk_vqa.data.scene import (
-    KART_CLASS,
-    MIN_BOX_SIZE,
-    InfoFileError,
-    ScaledBox,
-    ViewScene,
-    frame_id_from_path,
-    is_outside,
-    parse_frame,
-    scale_box,
-    view_scene,
-)
+from stk_vqa.data.scene import MIN_BOX_SIZE, ScaledBox, ViewScene, is_outside, scale_box, view_scene
 
 from .config import AppError
 
