@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-LABEL_SIZE = (600, 400)  # (width, height) of the course's box space and of the rendered instance maps
+from stk_vqa.data.info_file import KART_CLASS, OBJECT_CLASS_NAMES
+from stk_vqa.data.scene import LABEL_SPACE
+
+LABEL_SIZE = LABEL_SPACE  # (width, height) of the course's box space and of the rendered instance maps
 MIN_PIXELS = 1
-# object types the course's detections hold (pystk's ObjectType); 0 = nothing, 7 = "object" never appears
-COURSE_CLASSES = {
-    1: "kart",
-    2: "track",
-    3: "background",
-    4: "pickup",
-    5: "nitro",
-    6: "bomb",
-    8: "projectile",
-    255: "unknown",
-}
-KART = 1
+# object types the course's detections hold (pystk's ObjectType); 0 = nothing, 7 = "object" never appears in them
+COURSE_CLASSES = {**{k: v for k, v in OBJECT_CLASS_NAMES.items() if k != 7}, 255: "unknown"}
 
 
 def detections_from_instance(instance: np.ndarray, min_pixels: int = MIN_PIXELS) -> list[list[int]]:
@@ -68,7 +61,7 @@ def kart_pixel_boxes(instance: np.ndarray) -> dict[int, tuple[int, int, int, int
     instance = np.asarray(instance, dtype=np.uint32)
     out = {}
     for label in np.unique(instance):
-        if label >> 24 == KART:
+        if label >> 24 == KART_CLASS:
             ys, xs = np.nonzero(instance == label)
             out[int(label & 0xFFFFFF)] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
     return out
