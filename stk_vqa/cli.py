@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "render": Command(
         "stk_vqa.render.config:RenderConfig",
-        "stk_vqa.render.cli:render",
+        "stk_vqa.render.cli:render_command",
         "render fresh frames from the real game (engine instance-map boxes), course layout",
     ),
     "make-tiny-model": Command(

@@ -211,6 +211,16 @@ def render(config: RenderConfig) -> dict | None:
     return None if summary["lost"] == 0 else summary
 
 
+def render_command(config: RenderConfig) -> None:
+    """``stk-vqa render``: :func:`render`, exiting non-zero (``error: ...``) when frames were lost, so a script or a
+    job array sees it; the frames written are kept and a re-run renders only the missing ones."""
+    summary = render(config)
+    if summary is not None:
+        raise OSError(f"{summary['lost']} frame(s) lost ({'; '.join(summary['errors']) or 'see above'}); the frames "
+                      f"written are kept in {summary['out']}, a re-run of the same command renders only the missing "
+                      "ones")  # fmt: skip
+
+
 def _run_workers(
     todo,
     split_dir: Path,
