@@ -519,3 +519,20 @@ def test_render_one_frame_two_views(tmp_path):
         pairs = generate_view_qa(frame, view, image_size=(150, 100))
         assert {"What track is this?", "What kart is the ego car?"} <= {p.question for p in pairs}
     assert render(RenderConfig(**kwargs)) is None  # resumes: nothing to do
+
+
+def test_render_command_fails_when_frames_are_lost_and_checks_its_flags(monkeypatch, tmp_path):
+    from stk_vqa.cli import main
+    from stk_vqa.render import cli as render_cli
+
+    lost = {"out": str(tmp_path / "train"), "written": 9, "already_there": 0, "lost": 3,
+            "errors": ["mines: race crashed (exit code -11)"]}  # fmt: skip
+    monkeypatch.setattr(render_cli, "render", lambda config: lost)
+    with pytest.raises(SystemExit, match=r"error: 3 frame\(s\) lost \(mines: race crashed .*re-run"):
+        main(["render", "--out", str(tmp_path), "--tracks", "mines"])
+    monkeypatch.setattr(render_cli, "render", lambda config: None)
+    main(["render", "--out", str(tmp_path)])  # nothing lost: no error
+    for flags, message in ((["--frames", "0"], "--frames: must be"), (["--split", "../x"], "not a split folder"),
+                           (["--shard", "4/4"], "shard must be"), (["--stall_timeout", "0"], "must be > 0")):  # fmt: skip
+        with pytest.raises(SystemExit, match=f"error: .*{re.escape(message)}"):
+            main(["render", "--out", str(tmp_path), *flags])
