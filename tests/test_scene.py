@@ -177,3 +177,24 @@ def test_frame_roundtrip_from_json_text(tmp_path, reference_info_dir):
     dst = tmp_path / "0001a_info.json"
     dst.write_text(json.dumps(json.loads(src.read_text())))
     assert dataclasses.replace(load_frame(dst), source=str(src)) == load_frame(src)
+
+
+def test_fast_json_path_reads_what_the_stdlib_reads(reference_info_dir, tmp_path):
+    """load_frame parses with orjson and falls back to json: both must give the same frame, and what orjson refuses
+    (NaN, integers beyond 64 bits) still gets the stdlib's reading and the usual named error."""
+    for path in sorted(reference_info_dir.glob("*_info.json")):
+        assert load_frame(path) == parse_frame(json.loads(path.read_bytes()), path)
+    data = json.loads(sorted(reference_info_dir.glob("*_info.json"))[0].read_text())
+    data["distance_down_track"][0] = float("nan")
+    bad = tmp_path / "00001_info.json"
+    bad.write_text(json.dumps(data))  # `NaN`: not JSON for orjson, a float for json
+    with pytest.raises(InfoFileError, match=r"distance_down_track\[0\]"):
+        load_frame(bad)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1))
+def test_orjson_and_json_read_numbers_the_same(number):
+    import orjson
+
+    text = json.dumps([number])
+    assert orjson.loads(text) == json.loads(text) and type(orjson.loads(text)[0]) is type(json.loads(text)[0])

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
+
 KART_CLASS = 1
 OBJECT_CLASS_NAMES = {
     1: "kart",
@@ -245,7 +247,15 @@ def load_frame(path: str | os.PathLike) -> Frame:
     if len(raw) > MAX_INFO_FILE_BYTES:
         raise InfoFileError(path, "<file>", f"larger than {MAX_INFO_FILE_BYTES // 2**20} MB; not an info file")
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)  # the fast path: any file it reads, json reads to the same values
+    except orjson.JSONDecodeError:  # then the stdlib names the problem (or reads what orjson refuses: NaN, huge ints)
+        data = _stdlib_json(raw, path)
+    return parse_frame(data, path)
+
+
+def _stdlib_json(raw: bytes, path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(raw)
     except UnicodeDecodeError as err:
         raise InfoFileError(path, "<json>", f"not UTF-8 text: {err}") from err
     except json.JSONDecodeError as err:
@@ -254,4 +264,3 @@ def load_frame(path: str | os.PathLike) -> Frame:
         raise InfoFileError(path, "<json>", "nested too deeply") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
         raise InfoFileError(path, "<json>", f"unreadable value: {err}") from err
-    return parse_frame(data, path)
