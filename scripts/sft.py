@@ -51,7 +51,8 @@ def build_trainer(script_args: StkScriptArguments, training_args, model_args) ->
         callbacks=[LossCurveCallback()] if script_args.loss_curve else [],
         recipe=effective_recipe(script_args, training_args, model_args),
     )
-    # Each image encoded once per batch (or once per dataset, from a feature cache) while the vision tower is frozen
+    # Input path (the recipe's fields): rows tokenised once, each image encoded once per batch or read from the
+    # feature cache, an image's questions batched together
     setup_input_path(trainer, script_args, [train_dataset, eval_dataset])
     if script_args.record_rows:
         record_rows(trainer)
