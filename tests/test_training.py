@@ -338,7 +338,7 @@ def test_cli_train_alias_passes_overrides(tiny_model_dir, color_chat_dataset_dir
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO_ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_recipes_parse(recipe):
+def test_shipped_recipes_parse(recipe, tmp_path, monkeypatch):
     import torch
 
     from stk_vqa.training.configs import parse_recipe
@@ -346,6 +346,7 @@ def test_shipped_recipes_parse(recipe):
     # GPU recipes say bf16: true, which SFTConfig refuses on a machine without CUDA; everything else parses as written
     gpu_recipe = "\nbf16: true" in recipe.read_text()
     on_cpu = [] if torch.cuda.is_available() or not gpu_recipe else ["--bf16", "false"]
+    monkeypatch.chdir(tmp_path)  # the recipes' relative output_dir: not a run a user left in the checkout
     script_args, training_args, model_args = parse_recipe([str(recipe), *on_cpu])
     assert training_args.bf16 == (gpu_recipe and not on_cpu)
     from_scratch = recipe.name == "learn_to_see_cpu.yaml"  # the one run that trains every weight, no LoRA
