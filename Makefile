@@ -8,7 +8,7 @@ RECIPE ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-slow test-gpu test-render render-deps test-browser quickstart bench lint format
+.PHONY: install test test-slow test-gpu test-render render-deps test-browser quickstart bench learn-to-see lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +60,9 @@ bench:
 	$(BIN)/python benchmarks/bench_train.py
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_eval.py --n_images 2 --batch_size 9 --device cpu --out benchmarks/results/eval.json
 	$(BIN)/python benchmarks/grouped_rows_leakage.py
+
+# Does a model trained with stk-vqa read pixels? Renders (needs `make render-deps`), builds, trains twice, evaluates:
+# ~80 min on 2 CPU cores; every stage resumes. Then the image-only probe of the same data (~10 min).
+learn-to-see: install
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/learn_to_see.py $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/kart_presence_probe.py

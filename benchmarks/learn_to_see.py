@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does a model trained with stk-vqa read pixels? The pipeline end to end, as a user runs it, against the blind prior.
 
-    python benchmarks/learn_to_see.py                          # CPU; ~2 h on 2 cores at the default size
+    python benchmarks/learn_to_see.py                          # CPU; ~1.5 h on 2 cores at the default size
     python benchmarks/learn_to_see.py --device cuda            # the same on a GPU
     python benchmarks/learn_to_see.py --frames 4 --train_seeds 1 --epochs 1   # a small pilot
 
@@ -22,7 +22,7 @@ Stages (each resumable: a finished stage is skipped on a re-run of the same comm
    last one on all of ``validation`` and ``unseen``, beside the blind prior; the course's prefix rule.
 
 Writes ``benchmarks/results/learn_to_see.json`` (``{"validation": {family | "overall": {n, prior, real,
-shuffled}}, "unseen_tracks": {...}, "minutes": ...}``) and ``benchmarks/results/learn_to_see_curve.png``.
+shuffled}}, "unseen_tracks": {...}, "minutes": ..., "stage_minutes": {...}}``) and ``benchmarks/results/learn_to_see_curve.png``.
 """
 
 from __future__ import annotations
@@ -125,6 +125,27 @@ def table(real: dict, shuffled: dict) -> dict:
     }
 
 
+class StageClock:
+    """Minutes spent per stage, kept in ``WORK/stage_minutes.json``: a resumed run adds what it spends to what the
+    earlier runs of the same work folder spent, so ``minutes`` is the cost of the results, not of the last call."""
+
+    def __init__(self, work: Path):
+        self.path = work / "stage_minutes.json"
+        self.minutes: dict[str, float] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def record(self, name: str, started: float) -> None:
+        from stk_vqa.fileio import atomic_write_json
+
+        self.minutes[name] = self.minutes.get(name, 0.0) + (time.perf_counter() - started) / 60
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, self.minutes)
+
+
+def count_views(frames: Path, splits: list[str]) -> dict[str, int]:
+    """Rendered views (images) per split folder."""
+    return {split: sum(1 for _ in (frames / split).glob("*_im.jpg")) for split in splits}
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     found = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
@@ -177,7 +198,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tracks", default="", help="training tracks (default: every track but the unseen ones)")
     parser.add_argument("--unseen_tracks", default=UNSEEN_TRACKS)
-    parser.add_argument("--train_seeds", type=int, default=4, help="races per training track")
+    parser.add_argument("--train_seeds", type=int, default=6, help="races per training track")
     parser.add_argument("--frames", type=int, default=30, help="frames per training race")
     parser.add_argument("--eval_frames", type=int, default=10, help="frames per validation / unseen race")
     parser.add_argument("--views", type=int, default=5)
@@ -198,11 +219,13 @@ def main(argv=None) -> dict:
 
     started = time.perf_counter()
     work = Path(args.work_dir)
+    clock = StageClock(work)
     t = stage("1/6 render")
     if args.data_dir:
         frames, splits = Path(args.data_dir), args.splits.split(",")
     else:
         frames, splits = work / "frames", render(work, args)
+    clock.record("render", t)
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = stage("2/6 build (one question per row) and 3/6 the shuffled-image control")
@@ -211,6 +234,7 @@ def main(argv=None) -> dict:
         if not (out / "README.md").is_file():
             stk_vqa("build", "--data_dir", str(frames), "--splits", ",".join(splits), "--out_dir", str(out),
                     "--seed", str(args.seed), *extra)  # fmt: skip
+    clock.record("build", t)
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = stage("4/6 model: 4.3M-parameter Idefics3, random weights")
@@ -220,7 +244,10 @@ def main(argv=None) -> dict:
 
     t = stage("5/6 training from scratch: real images, then shuffled images")
     train(work / "real", model, dataset, args)
+    clock.record("train_real", t)
+    t = time.perf_counter()
     train(work / "shuffled", model, control, args)
+    clock.record("train_shuffled", t)
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = stage("6/6 evaluation")
@@ -230,7 +257,11 @@ def main(argv=None) -> dict:
         real = evaluate(work / "real", dataset, split, work / "eval" / f"real-final-{split}", args, None)
         shuffled = evaluate(work / "shuffled", control, split, work / "eval" / f"shuffled-final-{split}", args, None)
         results[key] = table(real, shuffled)
-    results["minutes"] = round((time.perf_counter() - started) / 60, 1)
+    clock.record("evaluate", t)
+    results["minutes"] = round(sum(clock.minutes.values()), 1)
+    results["stage_minutes"] = {name: round(value, 1) for name, value in clock.minutes.items()}
+    results["minutes_this_invocation"] = round((time.perf_counter() - started) / 60, 1)
+    results["views"] = count_views(frames, splits)
     results["curve"] = {run: {str(step): values for step, values in points.items()} for run, points in curve.items()}
     results["config"] = {k: v for k, v in vars(args).items() if k not in ("out",)}
     atomic_write_json(args.out, results)

@@ -69,6 +69,9 @@ def main(script_args: StkScriptArguments, training_args, model_args) -> StkSFTTr
     transformers.logging.set_verbosity_warning()
     output_dir = Path(training_args.output_dir)
     trainer = build_trainer(script_args, training_args, model_args)  # data and model first: a bad one changes nothing
+    # every process has checked output_dir (parse_recipe) before the first one writes there: otherwise a slower
+    # process can find this run's own files and refuse them as "an earlier run"
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         # an earlier run (checked by parse_recipe) is removed only with overwrite_output_dir, and only now
         overwrite = script_args.overwrite_output_dir and not training_args.resume_from_checkpoint

@@ -167,8 +167,32 @@ def test_image_grouped_sampler_keeps_each_images_rows_together():
     assert list(sampler) == orders[0]  # and reproducible
 
 
+def test_grouped_sampler_takes_at_most_k_rows_per_image_and_a_new_pick_each_epoch():
+    from stk_vqa.training.configs import RecipeError, StkScriptArguments
+    from stk_vqa.training.preprocess import ImageGroupedSampler
+
+    keys = [f"img{i % 10}" for i in range(10)] + [f"img{i % 8}" for i in range(80)]  # 8 images x 11 rows, 2 x 1 row
+    sampler = ImageGroupedSampler(keys, seed=1, rows_per_image=3)
+    assert len(sampler) == 8 * 3 + 2
+    seen = set()
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == len(set(order))
+        per_image = {key: sum(1 for i in order if keys[i] == key) for key in set(keys)}
+        assert per_image == {key: (3 if key in {f"img{i}" for i in range(8)} else 1) for key in set(keys)}
+        runs = [keys[i] for n, i in enumerate(order) if n == 0 or keys[i] != keys[order[n - 1]]]
+        assert len(runs) == len(set(runs)) == 10  # still one contiguous run per image
+        seen.update(order)
+    assert len(seen) > 60  # different rows picked in different epochs
+    with pytest.raises(RecipeError, match="group_batches_by_image"):
+        StkScriptArguments(dataset_name="d", rows_per_image=3)
+    with pytest.raises(RecipeError, match="rows_per_image"):
+        StkScriptArguments(dataset_name="d", rows_per_image=0, group_batches_by_image=True)
+
+
 def test_in_batch_reuse_turns_off_when_batches_rarely_repeat_an_image(tiny_model_dir, mixed_rows_dir, tmp_path):
-    from stk_vqa.training.preprocess import ImageGroupedSampler, expected_reuse
+    from stk_vqa.training.preprocess import ImageGroupedSampler, expected_reuse, row_keys
 
     # 100k images x 9 questions, random batches of 32: almost nothing to reuse; grouped: most of the encodes saved
     keys = [i // 9 for i in range(900_000)]
@@ -183,6 +207,11 @@ def test_in_batch_reuse_turns_off_when_batches_rarely_repeat_an_image(tiny_model
     assert getattr(grouped.model.base_model.model.model, "stk_in_batch_reuse", False)
     sampler = grouped._get_train_sampler()
     assert isinstance(sampler, ImageGroupedSampler) and len(sampler) == len(grouped.train_dataset)
+    one = build(tiny_model_dir, mixed_rows_dir, tmp_path / "one", "--vision_feature_reuse", "true",
+                "--group_batches_by_image", "true", "--rows_per_image", "1")  # fmt: skip
+    images = len(set(row_keys(one.train_dataset)))
+    assert len(one._get_train_sampler()) == images < len(one.train_dataset)
+    assert len(one.get_train_dataloader()) == -(-images // one.args.per_device_train_batch_size)
 
 
 def test_preprocessed_rows_train_a_trainable_vision_tower_like_the_plain_path(tiny_model_dir, mixed_rows_dir, tmp_path):

@@ -101,6 +101,15 @@ class StkScriptArguments(ScriptArguments):
             "comparison is turned off when random batches would rarely repeat an image."
         },
     )
+    rows_per_image: int | None = field(
+        default=None,
+        metadata={
+            "help": "With group_batches_by_image: train on at most this many rows (questions) of each image per "
+            "epoch, a new random pick every epoch, so an epoch visits every image at a fraction of the text compute "
+            "(the language model's cost is per row, the vision tower's per image). Epochs then hold fewer steps; "
+            "over several epochs every row is seen. Default: every row every epoch."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -111,12 +120,18 @@ class StkScriptArguments(ScriptArguments):
 
     def __post_init__(self):
         for name, low, high in (("image_size", 1, 4096), ("max_train_samples", 1, None),
-                                ("max_eval_samples", 1, None), ("vision_feature_cache_batch_size", 1, 65536)):  # fmt: skip
+                                ("max_eval_samples", 1, None), ("vision_feature_cache_batch_size", 1, 65536),
+                                ("rows_per_image", 1, None)):  # fmt: skip
             value = getattr(self, name)
             if value is not None and (value < low or (high is not None and value > high)):
                 raise RecipeError(f"field {name!r}: must be {low} to {high or 'any'}, got {value!r}")
         if str(self.vision_feature_cache).strip().lower() in ("", "none", "null", "false"):
             self.vision_feature_cache = None  # `--vision_feature_cache none` turns a recipe's cache off
+        if self.rows_per_image is not None and not self.group_batches_by_image:
+            raise RecipeError(
+                "field 'rows_per_image' picks rows per image in the image-grouped sampler; set "
+                "group_batches_by_image: true with it"
+            )
         if self.lora_scope == "all" and self.vision_feature_cache:
             raise RecipeError(
                 "field 'vision_feature_cache' needs a frozen vision tower, but lora_scope: all trains LoRA on it; use "

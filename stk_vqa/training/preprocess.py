@@ -253,16 +253,23 @@ def encode_batch_images(core, inputs: dict[str, Any], device_processor) -> dict[
 class ImageGroupedSampler:
     """Row indices for one epoch with each image's rows consecutive: images in a random order, and the rows of an
     image in a random order, both reshuffled every epoch (``set_epoch``). Consecutive batches of B rows then hold
-    about B / (rows per image) + 1 distinct images."""
+    about B / (rows per image) + 1 distinct images.
 
-    def __init__(self, keys: Sequence, seed: int = 0):
+    ``rows_per_image=k``: each epoch takes only the first k rows of each image's shuffled rows (a new pick every
+    epoch), so an epoch visits every image with at most k of its questions."""
+
+    def __init__(self, keys: Sequence, seed: int = 0, rows_per_image: int | None = None):
+        if rows_per_image is not None and rows_per_image < 1:
+            raise ValueError(f"rows_per_image must be at least 1, got {rows_per_image}")
         groups: dict[Any, list[int]] = {}
         for index, key in enumerate(keys):
             groups.setdefault(key, []).append(index)
         self.groups = list(groups.values())
         self.seed = seed
         self.epoch = 0
-        self._length = len(keys)
+        self.rows_per_image = rows_per_image
+        self._length = sum(len(group) if rows_per_image is None else min(rows_per_image, len(group))
+                           for group in self.groups)  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -277,7 +284,7 @@ class ImageGroupedSampler:
         for group in order:
             rows = list(self.groups[group])
             rng.shuffle(rows)
-            yield from rows
+            yield from rows[: self.rows_per_image]
 
 
 def row_keys(dataset) -> list:

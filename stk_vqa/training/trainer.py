@@ -89,7 +89,9 @@ def setup_input_path(trainer: StkSFTTrainer, script_args: StkScriptArguments, da
         if script_args.group_batches_by_image:
             from stk_vqa.training.preprocess import ImageGroupedSampler
 
-            trainer.stk_train_sampler = ImageGroupedSampler(keys, seed=trainer.args.seed)
+            trainer.stk_train_sampler = ImageGroupedSampler(
+                keys, seed=trainer.args.seed, rows_per_image=script_args.rows_per_image
+            )
         if script_args.vision_feature_reuse and not script_args.preprocess_rows and cache is None:
             _enable_pixel_reuse_if_it_fires(trainer, script_args, keys)
     except VisionFeatureError as error:
