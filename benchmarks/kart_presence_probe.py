@@ -122,6 +122,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "kart_presence_probe.json"))
     args = parser.parse_args(argv)
+    for name in ("steps", "batch_size", "eval_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.lr < 1:
+        parser.error(f"--lr must be between 0 and 1, got {args.lr}")
 
     import torch
     from datasets import load_dataset

@@ -66,3 +66,11 @@ def test_pilot_runs_every_stage_and_writes_the_results_shape(tmp_path):
     for name, side in (("siglip", 192), ("cnn", 128)):
         assert probe[name]["side"] == side and set(probe[name]["curve"]) == {"2", "4"}
         assert 0 <= probe[name]["final"] <= 1
+
+
+@pytest.mark.parametrize("flag", [["--steps", "0"], ["--batch_size", "-1"], ["--eval_every", "0"], ["--lr", "0"]])
+def test_probe_refuses_a_bad_flag_in_one_line(flag):
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "kart_presence_probe.py"), *flag]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{flag[0]} must be" in result.stderr.strip().splitlines()[-1]
