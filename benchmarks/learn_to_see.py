@@ -245,9 +245,9 @@ def main(argv=None) -> dict:
     t = stage("5/6 training from scratch: real images, then shuffled images")
     train(work / "real", model, dataset, args)
     clock.record("train_real", t)
-    t = time.perf_counter()
+    t_control = time.perf_counter()
     train(work / "shuffled", model, control, args)
-    clock.record("train_shuffled", t)
+    clock.record("train_shuffled", t_control)
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = stage("6/6 evaluation")

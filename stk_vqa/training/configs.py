@@ -106,8 +106,8 @@ class StkScriptArguments(ScriptArguments):
         metadata={
             "help": "With group_batches_by_image: train on at most this many rows (questions) of each image per "
             "epoch, a new random pick every epoch, so an epoch visits every image at a fraction of the text compute "
-            "(the language model's cost is per row, the vision tower's per image). Epochs then hold fewer steps; "
-            "over several epochs every row is seen. Default: every row every epoch."
+            "(the language model's cost is per row, the vision tower's per image). Epochs then hold fewer steps and "
+            "a row may be left out of one epoch and picked in another. Default: every row every epoch."
         },
     )
     overwrite_output_dir: bool = field(
