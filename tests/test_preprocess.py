@@ -65,6 +65,20 @@ def build(tiny_model_dir, dataset_dir, out: Path, *extra: str):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def start_from(trainer, start: dict) -> dict:
+    """Set the trainer's model to the same starting weights (``start``: name -> tensor), train mode, no gradients;
+    return its parameters by name."""
+    import torch
+
+    params = dict(trainer.model.named_parameters())
+    with torch.no_grad():
+        for name, value in start.items():
+            params[name].copy_(value)
+    trainer.model.train()
+    trainer.model.zero_grad()
+    return params
+
+
 def test_preprocessed_rows_collate_exactly_like_trls_collator_and_train_the_same(
     tiny_model_dir, mixed_rows_dir, tmp_path
 ):
@@ -95,12 +109,7 @@ def test_preprocessed_rows_collate_exactly_like_trls_collator_and_train_the_same
     }
     results = {}
     for name, trainer in (("plain", plain), ("ours", ours), ("cached", cached)):
-        params = dict(trainer.model.named_parameters())
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(start[n])
-        trainer.model.train()
-        trainer.model.zero_grad()
+        params = start_from(trainer, start)
         rows = plain.train_dataset if name == "plain" else trainer.train_dataset
         batch = trainer.data_collator([dict(rows[i]) for i in picks])
         loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
@@ -232,12 +241,7 @@ def test_preprocessed_rows_train_a_trainable_vision_tower_like_the_plain_path(ti
     picks = [16, 0, 5, 17, 3, 1, 12]  # repeated images, two image sizes
     results = {}
     for name, trainer in (("plain", plain), ("ours", ours)):
-        params = dict(trainer.model.named_parameters())
-        with torch.no_grad():
-            for n in names:
-                params[n].copy_(start[n])
-        trainer.model.train()
-        trainer.model.zero_grad()
+        params = start_from(trainer, start)
         batch = trainer.data_collator([dict(trainer.train_dataset[i]) for i in picks])
         loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(batch))
         loss.backward()
