@@ -13,6 +13,7 @@ assistant's answer tokens only (``assistant_only_loss``: TRL's vision-language c
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -93,6 +94,13 @@ def main(script_args: StkScriptArguments, training_args, model_args) -> StkSFTTr
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=TAGS)
     trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.num_processes > 1:
+        # free the DDP wrapper now, while the process group exists: its gradient reducer holds the group, and freed
+        # after trainer.end() destroyed it, gloo's destructor waits forever for its threads (a hang at exit, seen in
+        # the 2-process CPU test: ~ProcessGroupGloo -> std::thread::join under Reducer dealloc)
+        trainer.accelerator.free_memory()
+        trainer.model_wrapped = trainer.model
+        gc.collect()
     if hasattr(trainer, "end"):
         trainer.end()  # close trackers / process group (transformers >= 5.18)
     return trainer
